@@ -1,0 +1,62 @@
+"""The one exception family of the core: what failed, where, and what the other side answered."""
+
+from __future__ import annotations
+
+
+class PromoterError(Exception):
+    """Base of every error qs-promoter raises on purpose."""
+
+
+class SettingsError(PromoterError):
+    """The settings file or environment is invalid; the message names the file and field."""
+
+
+class QrsError(PromoterError):
+    """A QRS call failed: which site, which call, what QRS answered.
+
+    The path never carries the query string (it holds the xrfkey and user input), and the
+    body is cut to 200 characters so an error can never carry a whole app or a certificate.
+    """
+
+    def __init__(self, site: str, method: str, path: str, status: int | None, body: str = "") -> None:
+        self.site = site
+        self.method = method
+        self.path = path.split("?", 1)[0]
+        self.status = status
+        self.body_excerpt = body[:200]
+        super().__init__(f"{site}: {method} {self.path} -> {status or 'no response'}: {self.body_excerpt}")
+
+    @property
+    def transient(self) -> bool:
+        """True when repeating the same call later may succeed (no answer, or a 5xx)."""
+        return self.status is None or self.status >= 500
+
+
+class QrsBadRequest(QrsError):
+    """400: the request itself is wrong (for example a filter QRS cannot parse)."""
+
+
+class QrsRefused(QrsError):
+    """401/403: the certificate, the user or the Xrfkey was not accepted."""
+
+
+class QrsNotFound(QrsError):
+    """404: the entity does not exist (any more)."""
+
+
+class QrsConflict(QrsError):
+    """409: the entity changed since it was read; re-read modifiedDate and try again."""
+
+
+_BY_STATUS: dict[int, type[QrsError]] = {
+    400: QrsBadRequest,
+    401: QrsRefused,
+    403: QrsRefused,
+    404: QrsNotFound,
+    409: QrsConflict,
+}
+
+
+def error_for_status(site: str, method: str, path: str, status: int, body: str) -> QrsError:
+    """Map one failed QRS answer to the exception the caller can act on."""
+    return _BY_STATUS.get(status, QrsError)(site, method, path, status, body)

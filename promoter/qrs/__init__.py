@@ -1,0 +1,1 @@
+"""Talking to the Qlik Repository Service (QRS) of one site: models, filters, TLS, the client."""

@@ -1,0 +1,284 @@
+"""Settings: one pydantic-settings model from a TOML file plus QSP_ environment overrides.
+
+``load_settings(path)`` is the only way in; it names the file and the field on every failure.
+Settings are passed around as arguments: there is no module-level instance.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tomllib
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from promoter.errors import SettingsError
+
+CONFIG_ENV = "QSP_CONFIG"
+DEFAULT_CONFIG = Path("qs-promoter.toml")
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are typos, and typos are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteSettings(Section):
+    """How to reach one Qlik site's QRS on port 4242 with the certificates exported from its QMC."""
+
+    host: str = Field(description="Central node host name as in its server certificate (short name).")
+    port: int = Field(4242, ge=1, le=65535, description="QRS port (certificates are only accepted on 4242).")
+    cert_dir: Path | None = Field(
+        None, description="Folder with client.pem, client_key.pem, root.pem; default certs/<site name>."
+    )
+    user_directory: str = Field("INTERNAL", description="X-Qlik-User directory the calls run as.")
+    user_id: str = Field("sa_api", description="X-Qlik-User user id the calls run as.")
+    verify_tls: bool = Field(True, description="Verify the server certificate against root.pem.")
+    public_fqdn: str | None = Field(
+        None, description="Host name users open in the browser, used in links https://FQDN/sense/app/ID."
+    )
+    timeout_seconds: float = Field(30.0, gt=0, description="Connect/read timeout of one QRS call.")
+    transfer_timeout_seconds: float = Field(
+        3600.0, gt=0, description="Read timeout while an app file is downloaded or uploaded."
+    )
+    max_connections: int = Field(8, ge=1, le=100, description="Connections kept open to this site.")
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def hub_link(self, app_id: object) -> str:
+        return f"https://{self.public_fqdn or self.host}/sense/app/{app_id}"
+
+
+class PropertyNames(Section):
+    """Names of the custom properties and the tag, as created in the source site's QMC."""
+
+    promote_to_server: str = "PromoteToServer"
+    promote_to_stream: str = "PromoteToStream"
+    promotion_approval: str = "PromotionApproval"
+    promotion_s3_versioning: str = "PromotionS3Versioning"
+    promotion_unpublish: str = "PromotionUnpublish"
+    promote_on_reload: str = "PromoteOnReload"
+    email_alert_on_publish_to: str = "EmailAlertOnPublishTo"
+    can_promote: str = "CanPromote"
+    can_promote_from: str = "CanPromoteFrom"
+    can_promote_group: str = "CanPromoteGroup"
+    reload_tag: str = Field("AutoPromoteOnReload", description="Tag put on apps promoted on every reload.")
+
+    def promotion_properties(self) -> tuple[str, ...]:
+        """The app properties that a finished approval strips off."""
+        return (
+            self.promote_to_server,
+            self.promote_to_stream,
+            self.promotion_approval,
+            self.promotion_s3_versioning,
+            self.promotion_unpublish,
+        )
+
+
+class EmailSettings(Section):
+    enabled: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="none, starttls (upgrade on the plain port) or tls (implicit TLS, often 465)."
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "qs-promoter@localhost"
+    ca_file: Path | None = Field(None, description="CA bundle for the SMTP server certificate.")
+    timeout_seconds: float = Field(30.0, gt=0)
+    stream_approvers: dict[str, list[str]] = Field(
+        default_factory=dict, description="Stream id -> approver email addresses."
+    )
+    stream_approvers_csv: Path | None = Field(
+        None, description="The original's CSV (StreamID, ApprovalEmailAddress), merged with stream_approvers."
+    )
+    owner_email_attribute: str = Field("email", description="User attribute holding an email address.")
+
+    @model_validator(mode="after")
+    def _merge_csv(self) -> EmailSettings:
+        if self.stream_approvers_csv is not None:
+            merged = {k: list(v) for k, v in self.stream_approvers.items()}
+            for stream_id, address in read_approver_csv(self.stream_approvers_csv):
+                merged.setdefault(stream_id, [])
+                if address not in merged[stream_id]:
+                    merged[stream_id].append(address)
+            self.stream_approvers = merged
+        return self
+
+    def approvers_for(self, stream_id: object) -> list[str]:
+        return self.stream_approvers.get(str(stream_id).lower(), []) or self.stream_approvers.get(
+            str(stream_id), []
+        )
+
+
+class VersioningSettings(Section):
+    enabled: bool = False
+    auto_version_all: bool = Field(False, description="Version every promotion without PromotionS3Versioning.")
+    bucket: str = ""
+    prefix: str = "qs-promoter/"
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; empty for AWS.")
+    region: str | None = None
+    access_key_id: str | None = Field(None, description="Empty: boto3's default chain (IAM role, env).")
+    secret_access_key: SecretStr | None = None
+    backup_before_overwrite: bool = Field(True, description="Store each target app in S3 before replacing it.")
+
+    @model_validator(mode="after")
+    def _bucket_when_enabled(self) -> VersioningSettings:
+        if self.enabled and not self.bucket:
+            raise ValueError("bucket is required when versioning is enabled")
+        return self
+
+
+class UnpublishSettings(Section):
+    auto: bool = Field(
+        True, description="Unpublish after every approve/deny; false: only where PromotionUnpublish is True."
+    )
+
+
+class ReloadSettings(Section):
+    enabled: bool = Field(False, description="Promote apps tagged for promote-on-reload after each reload.")
+
+
+class AuthorizationSettings(Section):
+    enabled: bool = Field(True, description="Check CanPromote / CanPromoteFrom / CanPromoteGroup.")
+    approver_must_differ_from_owner: bool = False
+
+
+IPNetwork = Annotated[IPv4Network | IPv6Network, Field()]
+
+
+class WebhookSettings(Section):
+    host: str = Field("0.0.0.0", description="Address the webhook binds.")  # noqa: S104 - QRS calls in
+    port: int = Field(8787, ge=1, le=65535)
+    public_base_url: str = Field(
+        "http://127.0.0.1:8787", description="Base URL the QRS calls back (reachable from the Qlik server)."
+    )
+    secret: SecretStr = Field(SecretStr(""), description="Shared secret placed in the callback URL.")
+    allowed_networks: list[IPNetwork] = Field(
+        default_factory=list, description="Source networks allowed to post; empty allows any."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    outbox_path: Path = Field(Path("var/outbox.db"), description="SQLite file of the durable outbox.")
+
+
+class PrefectSettings(Section):
+    site_concurrency: int = Field(2, ge=1, description="Promotions running against one site at once.")
+    work_pool: str = "qs-promoter"
+
+
+class Settings(BaseSettings):
+    """Everything qs-promoter needs; see qs-promoter.example.toml for a commented example."""
+
+    model_config = SettingsConfigDict(env_prefix="QSP_", env_nested_delimiter="__", extra="forbid")
+    toml_path: ClassVar[Path | None] = None
+
+    source_site: SiteSettings
+    target_sites: dict[str, SiteSettings] = Field(default_factory=dict)
+    cert_root: Path = Field(Path("certs"), description="Where certs/<site>/ folders live.")
+    properties: PropertyNames = Field(default_factory=PropertyNames)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    versioning: VersioningSettings = Field(default_factory=VersioningSettings)
+    unpublish: UnpublishSettings = Field(default_factory=UnpublishSettings)
+    promote_on_reload: ReloadSettings = Field(default_factory=ReloadSettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    ledger_url: str = Field("sqlite:///var/ledger.db", description="SQLAlchemy URL of the ledger.")
+
+    SOURCE: ClassVar[str] = "source"
+
+    @field_validator("target_sites")
+    @classmethod
+    def _aliases_are_plain(cls, sites: dict[str, SiteSettings]) -> dict[str, SiteSettings]:
+        for alias in sites:
+            if not alias or alias.strip() != alias or " - " in alias or alias == cls.SOURCE:
+                raise ValueError(f"site alias {alias!r} must be non-empty, trimmed, not 'source', without ' - '")
+        return sites
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if cls.toml_path is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path),)
+        return sources
+
+    def site(self, name: str) -> SiteSettings:
+        """The source site (``"source"``) or a target site by alias."""
+        if name == self.SOURCE:
+            return self.source_site
+        try:
+            return self.target_sites[name]
+        except KeyError:
+            raise SettingsError(f"unknown site {name!r}; configured: {', '.join(self.target_sites)}") from None
+
+    def cert_dir(self, name: str) -> Path:
+        site = self.site(name)
+        return site.cert_dir if site.cert_dir is not None else self.cert_root / name
+
+
+def read_approver_csv(path: Path) -> list[tuple[str, str]]:
+    """Rows of the original's ApprovalStreamsToEmailAddressMap.csv (header StreamID, ApprovalEmailAddress)."""
+    rows: list[tuple[str, str]] = []
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or (number == 1 and cells[0].lower() == "streamid"):
+                continue
+            if len(cells) < 2 or not cells[0] or "@" not in cells[1]:
+                raise ValueError(f"{path}:{number}: expected 'StreamID, email address'")
+            rows.append((cells[0].lower(), cells[1]))
+    return rows
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """--config, else QSP_CONFIG, else ./qs-promoter.toml."""
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings file (plus QSP_ overrides); a bad file raises SettingsError naming file and field."""
+    path = config_path(path)
+    if not path.is_file():  # pydantic-settings would silently skip a missing file
+        raise SettingsError(f"{path}: settings file not found")
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)  # a readable message for broken TOML before pydantic wraps it
+        file_settings = type("FileSettings", (Settings,), {"toml_path": path})
+        return file_settings()
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise SettingsError(describe_validation(path, exc)) from None
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+
+
+def describe_validation(path: Path, exc: ValidationError) -> str:
+    """One line per problem: file: field.path: reason (never the rejected value: it may be a secret)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{path}: {where}: {error['msg']}")
+    return "\n".join(lines)
