@@ -13,7 +13,15 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,14 +134,18 @@ class EmailSettings(Section):
 
 class VersioningSettings(Section):
     enabled: bool = False
-    auto_version_all: bool = Field(False, description="Version every promotion without PromotionS3Versioning.")
+    auto_version_all: bool = Field(
+        False, description="Version every promotion without PromotionS3Versioning."
+    )
     bucket: str = ""
     prefix: str = "qs-promoter/"
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; empty for AWS.")
     region: str | None = None
     access_key_id: str | None = Field(None, description="Empty: boto3's default chain (IAM role, env).")
     secret_access_key: SecretStr | None = None
-    backup_before_overwrite: bool = Field(True, description="Store each target app in S3 before replacing it.")
+    backup_before_overwrite: bool = Field(
+        True, description="Store each target app in S3 before replacing it."
+    )
 
     @model_validator(mode="after")
     def _bucket_when_enabled(self) -> VersioningSettings:
@@ -205,7 +217,9 @@ class Settings(BaseSettings):
     def _aliases_are_plain(cls, sites: dict[str, SiteSettings]) -> dict[str, SiteSettings]:
         for alias in sites:
             if not alias or alias.strip() != alias or " - " in alias or alias == cls.SOURCE:
-                raise ValueError(f"site alias {alias!r} must be non-empty, trimmed, not 'source', without ' - '")
+                raise ValueError(
+                    f"site alias {alias!r} must be non-empty, trimmed, not 'source', without ' - '"
+                )
         return sites
 
     @classmethod
@@ -229,7 +243,9 @@ class Settings(BaseSettings):
         try:
             return self.target_sites[name]
         except KeyError:
-            raise SettingsError(f"unknown site {name!r}; configured: {', '.join(self.target_sites)}") from None
+            raise SettingsError(
+                f"unknown site {name!r}; configured: {', '.join(self.target_sites)}"
+            ) from None
 
     def cert_dir(self, name: str) -> Path:
         site = self.site(name)

@@ -8,8 +8,8 @@ it is rejected. The whole expression is then percent-encoded, spaces as %20 (QRS
 from __future__ import annotations
 
 from collections.abc import Mapping
-from uuid import UUID
 from urllib.parse import quote
+from uuid import UUID
 
 Scalar = str | int | bool | UUID
 

@@ -8,7 +8,7 @@ QRS OpenAPI definitions (38.22.0) in camelCase on the wire, snake_case in Python
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
@@ -209,7 +209,7 @@ class ChangeType:
     ADD = 1
     UPDATE = 2
     DELETE = 3
-    BY_NAME = {"undefined": 0, "add": 1, "update": 2, "delete": 3}
+    BY_NAME: ClassVar[dict[str, int]] = {"undefined": 0, "add": 1, "update": 2, "delete": 3}
 
 
 class Change(QrsModel):
