@@ -26,6 +26,10 @@ class QrsError(PromoterError):
         self.body_excerpt = body[:200]
         super().__init__(f"{site}: {method} {self.path} -> {status or 'no response'}: {self.body_excerpt}")
 
+    def __reduce__(self) -> tuple[type[QrsError], tuple[str, str, str, int | None, str]]:
+        # Prefect pickles a failed task's exception; the default would call __init__(message).
+        return type(self), (self.site, self.method, self.path, self.status, self.body_excerpt)
+
     @property
     def transient(self) -> bool:
         """True when repeating the same call later may succeed (no answer, or a 5xx)."""
@@ -60,3 +64,46 @@ _BY_STATUS: dict[int, type[QrsError]] = {
 def error_for_status(site: str, method: str, path: str, status: int, body: str) -> QrsError:
     """Map one failed QRS answer to the exception the caller can act on."""
     return _BY_STATUS.get(status, QrsError)(site, method, path, status, body)
+
+
+class MailError(PromoterError):
+    """Sending email failed: which server, which step, and why; never the password.
+
+    ``transient`` is true when the same send may succeed later (no connection, a 4xx answer).
+    """
+
+    def __init__(self, server: str, step: str, reason: str, *, transient: bool = False) -> None:
+        self.server = server
+        self.step = step
+        self.reason = reason
+        self.transient = transient
+        super().__init__(f"email via {server}: {step} failed: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Prefect pickles a failed task's exception; the default rebuilds from the message alone.
+        return (type(self), (self.server, self.step, self.reason), self.__dict__)
+
+
+class VersioningError(PromoterError):
+    """An S3 call for app versioning failed: which call, which object, what S3 answered; no keys.
+
+    ``transient`` is true for throttling, 5xx answers and connection failures.
+    """
+
+    def __init__(
+        self, operation: str, where: str, reason: str, *, code: str = "", transient: bool = False
+    ) -> None:
+        self.operation = operation
+        self.where = where
+        self.code = code
+        self.reason = reason
+        self.transient = transient
+        super().__init__(f"S3 {operation} {where}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Prefect pickles a failed task's exception; the default rebuilds from the message alone.
+        return (type(self), (self.operation, self.where, self.reason), self.__dict__)
+
+
+class IntakeError(PromoterError):
+    """A change notification body is not what QRS sends: a JSON array of change objects."""

@@ -7,7 +7,9 @@ Settings are passed around as arguments: there is no module-level instance.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import tomllib
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -31,6 +33,7 @@ from pydantic_settings import (
 
 from promoter.errors import SettingsError
 
+ENV_PREFIX = "QSP_"
 CONFIG_ENV = "QSP_CONFIG"
 DEFAULT_CONFIG = Path("qs-promoter.toml")
 
@@ -117,19 +120,34 @@ class EmailSettings(Section):
 
     @model_validator(mode="after")
     def _merge_csv(self) -> EmailSettings:
+        # Stream ids are GUIDs: QRS writes them in lower case, admins may paste them in upper case.
+        rows = [(k, a) for k, addresses in self.stream_approvers.items() for a in addresses]
         if self.stream_approvers_csv is not None:
-            merged = {k: list(v) for k, v in self.stream_approvers.items()}
-            for stream_id, address in read_approver_csv(self.stream_approvers_csv):
-                merged.setdefault(stream_id, [])
-                if address not in merged[stream_id]:
-                    merged[stream_id].append(address)
-            self.stream_approvers = merged
+            try:
+                rows += read_approver_csv(self.stream_approvers_csv)
+            except OSError as exc:  # a ValueError names the field; a bare OSError would not
+                raise ValueError(
+                    f"stream_approvers_csv {self.stream_approvers_csv}: {exc.strerror or exc}"
+                ) from None
+        merged: dict[str, list[str]] = {}
+        for stream_id, address in rows:
+            addresses = merged.setdefault(stream_id.strip().lower(), [])
+            if address not in addresses:
+                addresses.append(address)
+        self.stream_approvers = merged
+        return self
+
+    @model_validator(mode="after")
+    def _login_needs_tls(self) -> EmailSettings:
+        if self.password is not None and not self.username:
+            raise ValueError("password is set but username is not")
+        if self.username and self.security == "none":
+            raise ValueError("username/password need security = starttls or tls (never sent in clear)")
         return self
 
     def approvers_for(self, stream_id: object) -> list[str]:
-        return self.stream_approvers.get(str(stream_id).lower(), []) or self.stream_approvers.get(
-            str(stream_id), []
-        )
+        """Approver addresses for a stream id (any letter case), from the settings and the CSV."""
+        return list(self.stream_approvers.get(str(stream_id).strip().lower(), []))
 
 
 class VersioningSettings(Section):
@@ -147,10 +165,17 @@ class VersioningSettings(Section):
         True, description="Store each target app in S3 before replacing it."
     )
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, prefix: str) -> str:
+        return normalise_s3_prefix(prefix)
+
     @model_validator(mode="after")
     def _bucket_when_enabled(self) -> VersioningSettings:
         if self.enabled and not self.bucket:
             raise ValueError("bucket is required when versioning is enabled")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither (default chain)")
         return self
 
 
@@ -194,7 +219,7 @@ class PrefectSettings(Section):
 class Settings(BaseSettings):
     """Everything qs-promoter needs; see qs-promoter.example.toml for a commented example."""
 
-    model_config = SettingsConfigDict(env_prefix="QSP_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
     toml_path: ClassVar[Path | None] = None
 
     source_site: SiteSettings
@@ -209,6 +234,10 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     ledger_url: str = Field("sqlite:///var/ledger.db", description="SQLAlchemy URL of the ledger.")
+    work_dir: Path = Field(
+        Path("var/work"),
+        description="Where exported app files wait while a promotion runs (needs room for the largest app).",
+    )
 
     SOURCE: ClassVar[str] = "source"
 
@@ -266,6 +295,19 @@ def read_approver_csv(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def normalise_s3_prefix(prefix: str) -> str:
+    """An S3 key prefix as a plain folder path: "" or "a/b/", never "..", "//", a leading "/" or "\\"."""
+    prefix = prefix.strip().lstrip("/")
+    if not prefix:
+        return ""
+    segments = prefix.rstrip("/").split("/")
+    for segment in segments:
+        control = any(ord(ch) < 32 or ord(ch) == 127 for ch in segment)
+        if segment in ("", ".", "..") or "\\" in segment or control:
+            raise ValueError(f"prefix {prefix!r}: use plain folder names separated by '/'")
+    return "/".join(segments) + "/"
+
+
 def config_path(explicit: Path | None = None) -> Path:
     """--config, else QSP_CONFIG, else ./qs-promoter.toml."""
     if explicit is not None:
@@ -292,9 +334,79 @@ def load_settings(path: Path | None = None) -> Settings:
 
 
 def describe_validation(path: Path, exc: ValidationError) -> str:
-    """One line per problem: file: field.path: reason (never the rejected value: it may be a secret)."""
+    """One line per problem: file: field.path: reason (never the rejected value: it may be a secret).
+
+    A value that came from a QSP_ variable is blamed on that variable, not on the file.
+    """
     lines = []
+    environment = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"{path}: {where}: {error['msg']}")
+        loc = [str(part) for part in error["loc"]]
+        where = ".".join(loc) or "(top level)"
+        source = str(path)
+        for depth in range(len(loc), 0, -1):  # the variable for the field, or for a section above it
+            name = ENV_PREFIX + "__".join(loc[:depth]).upper()
+            if name in environment:
+                source = f"environment variable {name}"
+                break
+        lines.append(f"{source}: {where}: {error['msg']}")
     return "\n".join(lines)
+
+
+def settings_document(settings: Settings) -> dict[str, object]:
+    """The settings as plain data, secrets included: only for writing a settings file."""
+
+    def reveal(value: object) -> object:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [reveal(v) for v in value]
+        return value
+
+    raw = {name: reveal(getattr(settings, name)) for name in type(settings).model_fields}
+    return json.loads(json.dumps(raw, default=_plain))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return {name: getattr(value, name) for name in type(value).model_fields}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)  # Path, IP networks
+
+
+def write_settings(settings: Settings, path: Path) -> Path:
+    """Write a settings file that load_settings() reads back (the demo and tests make their own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(settings_document(settings)), encoding="utf-8")
+    return path
+
+
+def to_toml(document: dict[str, object], prefix: str = "") -> str:
+    """A small TOML writer for settings documents: tables, strings, numbers, booleans and lists."""
+    scalars, tables = [], []
+    for key, value in document.items():
+        if value is None:
+            continue  # TOML has no null: leaving the key out means "the default"
+        name = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+        if isinstance(value, dict):
+            tables.append((f"{prefix}{name}", value))
+        else:
+            scalars.append(f"{name} = {_toml_value(value)}")
+    text = "\n".join(scalars) + ("\n" if scalars else "")
+    for table_name, table in tables:
+        text += f"\n[{table_name}]\n" + to_toml(table, f"{table_name}.")
+    return text
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    # JSON string escapes are valid TOML basic-string escapes; raw UTF-8 is fine in both.
+    return json.dumps(str(value), ensure_ascii=False)

@@ -14,8 +14,13 @@ os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(_PREFECT_HOME / 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 os.environ.pop("PREFECT_API_URL", None)
+# Task retries without waiting (read when promoter.tasks.policy is imported).
+os.environ["QSP_TASK_RETRY_DELAYS"] = "0,0,0"
 os.environ.pop("QSP_CONFIG", None)
 
 pytest_plugins = [
     "tests.fixtures.prefect",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.smtp",
+    "tests.fixtures.s3",
 ]

@@ -1,0 +1,123 @@
+"""Export the ledger as CSV for the Qlik auditing dashboard: one row per site a promotion reached.
+
+The file is UTF-8 with a byte order mark. Qlik's load script detects the encoding from the BOM
+(without one it may fall back to the Windows code page unless the script says ``utf8``), and
+Excel, where admins also open the file, needs the BOM to show non-ASCII app names correctly.
+
+App names, streams and errors are user input and the file is opened in spreadsheets, so a cell
+that starts with = + - @ (or a tab or carriage return) is prefixed with a single quote: it is
+shown as text and never evaluated as a formula (OWASP "CSV injection").
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from promoter.ledger import Ledger, Promotion, SiteResult
+from promoter.qrs.models import format_qrs_time
+
+COLUMNS = (
+    "PromotionId",
+    "Timestamp",
+    "FinishedAt",
+    "Trigger",
+    "Action",
+    "PromotionStatus",
+    "SourceAppId",
+    "SourceAppName",
+    "Approver",
+    "Owner",
+    "Site",
+    "Mode",
+    "Streams",
+    "TargetAppIds",
+    "SiteStatus",
+    "SiteError",
+    "S3Key",
+    "S3VersionId",
+    "PreviousS3VersionId",
+    "BackupKeys",
+    "EmailsSent",
+)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Several values in one cell: the dashboard splits them with SubField(field, '; ').
+_JOIN = "; "
+
+
+def safe_cell(value: object) -> str:
+    """One value as a CSV cell that a spreadsheet will not evaluate."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else format_qrs_time(value)
+
+
+def audit_rows(ledger: Ledger) -> Iterator[list[str]]:
+    """The rows of the export, header first; promotions without a site result (a denial) get one row."""
+    yield list(COLUMNS)
+    by_promotion: dict[int, list[SiteResult]] = {}
+    for result in ledger.site_results():
+        by_promotion.setdefault(result.promotion_id, []).append(result)
+    emails: dict[str, list[str]] = {}
+    for email in ledger.emails():
+        emails.setdefault(email.promotion_key, []).append(email.kind)
+    previous_version: dict[object, str] = {}
+    for promotion in ledger.promotions():
+        lineage = previous_version.get(promotion.app_id, "")
+        if promotion.s3_version_id:
+            previous_version[promotion.app_id] = promotion.s3_version_id
+        sites: list[SiteResult | None] = list(by_promotion.get(promotion.id, [])) or [None]
+        for result in sites:
+            yield [safe_cell(v) for v in _row(promotion, result, lineage, emails.get(promotion.key, []))]
+
+
+def _row(promotion: Promotion, result: SiteResult | None, lineage: str, emails: list[str]) -> list[object]:
+    site: list[object] = ["", "", "", "", "", "", ""]
+    if result is not None:
+        site = [
+            result.site,
+            result.mode,
+            _JOIN.join(result.streams),
+            _JOIN.join(str(i) for i in result.target_app_ids),
+            result.status,
+            result.error,
+            _JOIN.join(f"{b.key}@{b.version_id or ''}" for b in result.backups),
+        ]
+    return [
+        promotion.id,
+        _iso(promotion.started_at),
+        _iso(promotion.finished_at),
+        promotion.trigger,
+        promotion.action,
+        promotion.status,
+        promotion.app_id,
+        promotion.app_name,
+        promotion.approver,
+        promotion.owner,
+        *site[:6],
+        promotion.s3_key,
+        promotion.s3_version_id,
+        lineage,
+        site[6],
+        _JOIN.join(emails),
+    ]
+
+
+def export_csv(ledger: Ledger, path: Path) -> int:
+    """Write the audit CSV to ``path`` (replacing it whole); returns the number of data rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    count = -1
+    # Written aside and renamed, so a dashboard reload never reads half a file.
+    with partial.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        for row in audit_rows(ledger):
+            writer.writerow(row)
+            count += 1
+    partial.replace(path)
+    return count

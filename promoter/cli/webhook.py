@@ -1,0 +1,96 @@
+"""`qs-promoter webhook serve`: receive QRS change notifications and turn them into Prefect flow runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.errors import SettingsError
+from promoter.settings import CONFIG_ENV, load_settings
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def webhook() -> None:
+    """The receiver of QRS change notifications."""
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar=CONFIG_ENV,
+        dir_okay=False,
+        help="Settings file (TOML); default ./qs-promoter.toml.",
+        show_default=False,
+    ),
+]
+SubscriptionState = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="QSP_SUBSCRIPTION_STATE",
+        dir_okay=False,
+        help='State file the subscription keeper writes ({"checked_at": ...}), shown by /healthz.',
+    ),
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="QSP_WEBHOOK_TLS_CERT",
+        exists=True,
+        dir_okay=False,
+        help="Serve HTTPS with this certificate (PEM); QRS must trust its issuer. Default: plain HTTP.",
+    ),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="QSP_WEBHOOK_TLS_KEY", exists=True, dir_okay=False, help="Private key of --tls-cert."
+    ),
+]
+LogLevel = Annotated[
+    str, typer.Option(envvar="QSP_LOG_LEVEL", help="critical, error, warning, info or debug.")
+]
+
+
+@app.command()
+def serve(
+    config: ConfigFile = None,
+    subscription_state: SubscriptionState = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Listen on webhook.host:webhook.port for the notifications QRS posts to the subscription URLs.
+
+    Needs PREFECT_API_URL. Notifications are stored in webhook.outbox_path before QRS gets its
+    answer, and submitted to the handle-app-change/qs-promoter deployment in the background.
+    """
+    import uvicorn
+
+    from promoter.webhook.app import create_app
+
+    if (tls_cert is None) != (tls_key is None):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    try:
+        settings = load_settings(config)
+        application = create_app(settings, last_subscription_check=subscription_state)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application,
+        host=settings.webhook.host,
+        port=settings.webhook.port,
+        log_level=log_level.lower(),
+        # QRS calls us directly; trusting X-Forwarded-For would let a local process pose as an
+        # allowed network.
+        proxy_headers=False,
+        server_header=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )

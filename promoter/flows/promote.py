@@ -1,0 +1,43 @@
+"""Manual promotion: re-promote an app from the Prefect UI or CLI without a fresh approval."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.concurrency.asyncio import concurrency
+from prefect.runtime import flow_run
+
+from promoter.approval import Action, Mode
+from promoter.errors import PromoterError
+from promoter.flows.promotion import SOURCE, promote
+from promoter.manual import manual_decision
+from promoter.outcome import SiteOutcome
+from promoter.settings import load_settings
+from promoter.tasks import run, site
+
+
+@flow(name="promote-app", flow_run_name="manual-promote-{app_id}", timeout_seconds=6 * 3600)
+async def promote_app(
+    app_id: UUID,
+    sites: list[str] | None = None,
+    streams: list[str] | None = None,
+    mode: Mode | None = None,
+    requested_by: str | None = None,
+) -> list[SiteOutcome]:
+    """Promote the source app ``app_id`` now, to ``sites``/``streams`` (default: the app's own properties).
+
+    Each run is a new request: running it twice promotes twice (Overwrite replaces the same
+    target apps again; Duplicate adds copies). The source app is neither unpublished nor stripped.
+    """
+    settings = load_settings()
+    await run.ensure_limits({run.app_lock(app_id): 1})
+    async with concurrency(run.app_lock(app_id), occupy=1, strict=True):
+        app = await site.read_app(SOURCE, app_id)
+        decision = manual_decision(
+            app, settings, sites=sites, streams=streams, mode=mode, requested_by=requested_by
+        )
+        if decision.action is not Action.PROMOTE:
+            get_run_logger().error("%s", decision.reason)
+            raise PromoterError(f"nothing to promote: {decision.reason}")
+        return await promote(app, decision, settings, f"manual:{app_id}:{flow_run.get_id()}", approved=False)

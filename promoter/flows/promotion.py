@@ -1,0 +1,307 @@
+"""The steps of promoting, denying and alerting, composed from tasks; called inside a flow run.
+
+They are plain async functions, not subflows, so that every task belongs to the flow run that
+the webhook started: retrying that run in the Prefect UI returns the finished steps from their
+persisted results and redoes only what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prefect import get_run_logger
+from prefect.concurrency.asyncio import concurrency
+
+from promoter import mail
+from promoter.approval import Decision, Mode, Target
+from promoter.errors import PromoterError
+from promoter.outcome import (
+    Placement,
+    SiteOutcome,
+    artifact_rows,
+    failure_summary,
+    run_name,
+    summary_markdown,
+)
+from promoter.planning import plan_site
+from promoter.provenance import Provenance, describe, upload_name, upload_token
+from promoter.qrs.models import App, qrs_now
+from promoter.settings import Settings
+from promoter.tasks import ledger, run, site
+from promoter.tasks.mail import send_email
+from promoter.tasks.versioning import store_backup, store_version
+
+SOURCE = "source"
+
+
+class PromotionFailed(PromoterError):
+    """At least one target site failed; the others were promoted. Retry the run to finish it."""
+
+
+async def app_summary(app: App, settings: Settings) -> mail.AppSummary:
+    return mail.AppSummary(
+        app_id=str(app.id),
+        name=app.name,
+        owner_name=app.owner.name or app.owner.account,
+        stream_name=app.stream.name if app.stream else None,
+        link=settings.source_site.hub_link(app.id),
+    )
+
+
+async def addresses(settings: Settings, app: App, approver: str | None) -> list[str]:
+    """The owner's email address, and the approver's, read from their user attributes."""
+    found = [await site.read_email(SOURCE, app.owner.id)]
+    if approver:
+        user = await site.read_user(SOURCE, approver)
+        if user is not None and user.id != app.owner.id:
+            found.append(await site.read_email(SOURCE, user.id))
+    return list(dict.fromkeys(a for a in found if a))
+
+
+async def promote(
+    app: App, decision: Decision, settings: Settings, request_key: str, *, approved: bool = True
+) -> list[SiteOutcome]:
+    """Export once, version, deliver to every site in parallel, then unpublish or strip, and report.
+
+    ``approved`` is False for promote-on-reload and manual runs: no approval email then.
+    """
+    log = get_run_logger()
+    await run.label_run(run_name("promote", app.name, decision.approver))
+    log.info("%s", decision.reason)
+    for problem in decision.problems:
+        log.warning("%s", problem)
+    promotion_id = await ledger.open_promotion(
+        request_key,
+        app.id,
+        app.name,
+        decision.approver,
+        app.owner.account,
+        decision.action,
+        decision.trigger,
+        decision.reason,
+    )
+    await run.ensure_limits(
+        {run.site_limit(t.site): settings.prefect.site_concurrency for t in decision.targets}
+    )
+    summary = await app_summary(app, settings)
+    to = await addresses(settings, app, decision.approver) if decision.notify else []
+    sender = settings.email.sender
+    if decision.notify and approved:
+        await send_email(
+            request_key,
+            "approval",
+            mail.render_approval(summary, approver=decision.approver or "", sender=sender, to=to),
+        )
+    if decision.notify:
+        intended = [
+            mail.IntendedTarget(t.site, t.streams, t.mode.value.capitalize()) for t in decision.targets
+        ]
+        await send_email(
+            request_key, "intended", mail.render_intended_targets(summary, intended, sender=sender, to=to)
+        )
+
+    work = settings.work_dir / upload_token(request_key, SOURCE)
+    exported = work / "app.qvf"
+    await site.export_app(SOURCE, app.id, exported)
+    version = None
+    if decision.version:
+        without_data = work / "app-without-data.qvf"
+        await site.export_app(SOURCE, app.id, without_data, skip_data=True)
+        metadata = {
+            "source-site": settings.source_site.host,
+            "approver": decision.approver or "",
+            "request": request_key,
+        }
+        version = await store_version(without_data, app.id, app.name, metadata)
+        await ledger.record_version(promotion_id, version.key, version.version_id)
+        log.info("versioned in S3 as %s, version %s", version.key, version.version_id)
+
+    provenance = Provenance(
+        source_node=settings.source_site.host,
+        source_app_id=str(app.id),
+        approver=decision.approver or "",
+        owner=app.owner.account,
+        promoted_at=qrs_now(),
+        s3_version_id=version.version_id if version else None,
+    )
+    outcomes = list(
+        await asyncio.gather(
+            *(
+                deliver(target, app, exported, describe(provenance), request_key, settings, work)
+                for target in decision.targets
+            )
+        )
+    )
+    for outcome in outcomes:
+        await ledger.record_site(promotion_id, app.id, outcome)
+
+    failed = failure_summary(outcomes)
+    if not failed and decision.unpublish:
+        await unpublish(app)
+    elif not failed and decision.strip_properties:
+        await site.strip_properties(SOURCE, app.id, settings.properties.promotion_properties())
+        log.info("promotion properties removed from the source app")
+    elif failed and (decision.unpublish or decision.strip_properties):
+        log.warning("the source app is left as it is until every site is done; retry this run")
+
+    version_id = version.version_id if version else None
+    if decision.notify:
+        results = [o.for_mail(version_id) for o in outcomes]
+        message = mail.render_promotion_results(
+            summary,
+            results,
+            sender=sender,
+            to=to,
+            s3_key=version.key if version else None,
+            s3_version_id=version_id,
+        )
+        await send_email(request_key, "results", message)
+    await run.report(
+        f"promotion-{app.id}",
+        artifact_rows(outcomes, version_id),
+        summary_markdown(app.name, decision.approver, decision.reason, outcomes),
+        f"Promotion of {app.id} ({request_key})",
+    )
+    await ledger.close_promotion(promotion_id, "failed" if failed else "done")
+    if failed:
+        raise PromotionFailed(f"promotion of {app.id} incomplete: {failed}")
+    await run.discard_work(work)
+    return outcomes
+
+
+async def deliver(
+    target: Target,
+    app: App,
+    exported: Path,
+    description: str,
+    request_key: str,
+    settings: Settings,
+    work: Path,
+) -> SiteOutcome:
+    """Put the exported app into the target's streams on one site; a failure is reported, not raised.
+
+    One upload per site: it replaces the apps to overwrite, then is published to the first new
+    stream (copies go to the others) or deleted. The upload never outlives a failure unpublished.
+    """
+    log = get_run_logger()
+    placements: list[Placement] = []
+    backups = []
+    notes: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    forgotten: tuple = ()
+    try:
+        async with concurrency(run.site_limit(target.site), occupy=1, strict=True):
+            known = await ledger.known_targets(app.id, target.site)
+            found = await site.survey_site(
+                target.site, app.name, target.streams, tuple(k.app_id for k in known)
+            )
+            plan = plan_site(target, app.name, found.streams, found.apps, known)
+            notes, missing, forgotten = plan.notes, plan.streams_missing, tuple(k.app_id for k in plan.stale)
+            for note in plan.notes:
+                log.info("%s: %s", target.site, note)
+            if plan.nothing_to_do:
+                return SiteOutcome(target.site, target.mode.value, (), missing, (), (), forgotten, notes)
+            upload = await site.upload_app(
+                target.site, exported, upload_name(app.name, upload_token(request_key, target.site))
+            )
+            published = False
+            try:
+                for replacement in plan.replace:
+                    if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
+                        backup_file = (
+                            work / f"backup-{upload_token(request_key, target.site)}-{replacement.app_id}.qvf"
+                        )
+                        await site.export_app(target.site, replacement.app_id, backup_file)
+                        backups.append(
+                            await store_backup(backup_file, target.site, replacement.app_id, app.name)
+                        )
+                    await site.replace_app(target.site, upload.id, replacement.app_id)
+                    await site.describe_app(target.site, replacement.app_id, description)
+                    placements.append(
+                        Placement(
+                            replacement.stream.id, replacement.stream.name, replacement.app_id, "replaced"
+                        )
+                    )
+                for stream in plan.copy_to:
+                    copy = await site.copy_app(target.site, upload.id, app.name)
+                    await site.publish_app(target.site, copy.id, stream.id, app.name)
+                    await site.describe_app(target.site, copy.id, description)
+                    placements.append(Placement(stream.id, stream.name, copy.id, "copied"))
+                if plan.publish_upload_to is not None:
+                    stream = plan.publish_upload_to
+                    await site.publish_app(target.site, upload.id, stream.id, app.name)
+                    published = True
+                    await site.describe_app(target.site, upload.id, description)
+                    placements.append(Placement(stream.id, stream.name, upload.id, "published"))
+            finally:
+                if not published:  # compensation: no temporary app is left on a target
+                    await site.delete_app(target.site, upload.id)
+    except Exception as exc:  # one site's failure must not stop the others; the run still fails
+        log.error("%s: promotion failed: %s", target.site, exc)
+        failure = f"{type(exc).__name__}: {exc}"[:500]
+        return SiteOutcome(
+            target.site,
+            target.mode.value,
+            tuple(placements),
+            missing,
+            (failure,),
+            tuple(backups),
+            forgotten,
+            notes,
+        )
+    log.info("%s: %s", target.site, ", ".join(f"{p.action} in {p.stream!r}" for p in placements))
+    return SiteOutcome(
+        target.site, target.mode.value, tuple(placements), missing, (), tuple(backups), forgotten, notes
+    )
+
+
+async def unpublish(app: App) -> None:
+    """Give the owner a verified unpublished copy, then delete the published app (as the original)."""
+    log = get_run_logger()
+    copy = await site.return_copy_to_owner(SOURCE, app.id, app.owner.id)
+    log.info("copy %s now belongs to %s", copy.id, app.owner.account)
+    await site.delete_app(SOURCE, app.id)
+    log.info("published app %s deleted from stream %s", app.id, app.stream.name if app.stream else "?")
+
+
+async def deny(app: App, decision: Decision, settings: Settings, request_key: str) -> None:
+    """Tell the owner, then unpublish the app or strip its promotion properties."""
+    log = get_run_logger()
+    await run.label_run(run_name("deny", app.name, decision.approver))
+    log.info("%s", decision.reason)
+    if decision.notify:
+        summary = await app_summary(app, settings)
+        to = await addresses(settings, app, decision.approver)
+        message = mail.render_denial(
+            summary, approver=decision.approver or "", sender=settings.email.sender, to=to
+        )
+        await send_email(request_key, "denial", message)
+    if decision.unpublish:
+        await unpublish(app)
+    elif decision.strip_properties:
+        await site.strip_properties(SOURCE, app.id, settings.properties.promotion_properties())
+
+
+async def refuse(app: App, decision: Decision, settings: Settings, request_key: str, reason: str) -> None:
+    """An approval by someone not allowed to promote: nothing moves; the approver and owner are told."""
+    log = get_run_logger()
+    await run.label_run(run_name("refuse", app.name, decision.approver))
+    log.warning("approval not carried out: %s", reason)
+    if settings.email.enabled:
+        summary = await app_summary(app, settings)
+        to = await addresses(settings, app, decision.approver)
+        message = mail.render_refused_approval(
+            summary, approver=decision.approver or "", reason=reason, sender=settings.email.sender, to=to
+        )
+        await send_email(request_key, "refused", message)
+
+
+async def alert(app: App, settings: Settings, request_key: str, approvers: list[str]) -> None:
+    """Email the stream's approvers that an app was published there for their review."""
+    summary = await app_summary(app, settings)
+    message = mail.render_publish_alert(summary, sender=settings.email.sender, to=approvers)
+    await send_email(request_key, "publish-alert", message)
+
+
+__all__ = ["SOURCE", "Mode", "PromotionFailed", "alert", "deliver", "deny", "promote", "refuse", "unpublish"]

@@ -1,0 +1,54 @@
+"""Rollback: put a target app back as it was before an overwrite, into the same app id."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.concurrency.asyncio import concurrency
+from prefect.runtime import flow_run
+
+from promoter.errors import PromoterError
+from promoter.provenance import upload_name, upload_token
+from promoter.settings import load_settings
+from promoter.tasks import ledger, run, site
+from promoter.tasks.versioning import fetch_backup
+
+
+@flow(name="rollback-app", flow_run_name="rollback-{site_name}-{target_app_id}", timeout_seconds=6 * 3600)
+async def rollback_app(
+    site_name: str, target_app_id: UUID, version_id: str | None = None, requested_by: str | None = None
+) -> str:
+    """Restore the backup taken before the last overwrite (or S3 version ``version_id``) into the target app.
+
+    The backup is uploaded, replaces the target (which keeps its id, so links and bookmarks
+    survive), and the upload is deleted.
+    """
+    settings = load_settings()
+    log = get_run_logger()
+    backup = await ledger.find_backup(site_name, target_app_id, version_id)
+    if backup is None:
+        which = f"version {version_id}" if version_id else "any backup"
+        raise PromoterError(f"{site_name}: no {which} of app {target_app_id} in the ledger")
+    target = await site.read_app(site_name, target_app_id)
+    rollback_id = await ledger.open_rollback(site_name, target_app_id, backup, requested_by or "")
+    request = f"rollback:{flow_run.get_id()}"
+    work = settings.work_dir / upload_token(request, site_name)
+    await run.ensure_limits({run.site_limit(site_name): settings.prefect.site_concurrency})
+    try:
+        restored = await fetch_backup(backup, work / "backup.qvf")
+        async with concurrency(run.site_limit(site_name), occupy=1, strict=True):
+            upload = await site.upload_app(
+                site_name, restored, upload_name(target.name, upload_token(request, site_name))
+            )
+            try:
+                await site.replace_app(site_name, upload.id, target_app_id)
+            finally:
+                await site.delete_app(site_name, upload.id)
+    except BaseException as exc:
+        await ledger.close_rollback(rollback_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    await ledger.close_rollback(rollback_id, "done")
+    await run.discard_work(work)
+    log.info("%s: app %s restored from S3 version %s", site_name, target_app_id, backup.version_id)
+    return f"restored {target_app_id} on {site_name} from {backup.key} version {backup.version_id}"

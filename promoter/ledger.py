@@ -1,0 +1,436 @@
+"""The ledger: what was handled, promoted, emailed and rolled back, and what each source app became.
+
+One SQLAlchemy Core schema on any URL (SQLite file by default, PostgreSQL when scaled out).
+Every method is one short transaction, so one Ledger is shared by threads and tasks. Claims are
+decided by the database (a unique key, or a conditional UPDATE), never by a read-then-write in
+Python, so two workers racing for the same approval or email cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from promoter.planning import KnownTarget
+
+FAILED = "failed"  # a handled change with this outcome may be claimed again
+_NEVER_STALE = datetime(1753, 1, 1, tzinfo=UTC)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = sa.MetaData()
+handled = sa.Table(
+    "handled_changes",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("app_id", sa.Uuid, nullable=True, index=True),
+    sa.Column("owner", sa.String(255), nullable=False),  # the run holding the claim
+    sa.Column("attempts", sa.Integer, nullable=False, default=1),
+    sa.Column("claimed_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+promotions = sa.Table(
+    "promotions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(255), nullable=False, unique=True),
+    sa.Column("app_id", sa.Uuid, nullable=False, index=True),
+    sa.Column("app_name", sa.String(255), nullable=False),
+    sa.Column("approver", sa.String(520)),
+    sa.Column("owner", sa.String(520)),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("s3_key", sa.String(1024)),
+    sa.Column("s3_version_id", sa.String(1024)),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("status", sa.String(32), nullable=False, default="running"),
+)
+site_results = sa.Table(
+    "site_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("promotion_id", sa.ForeignKey("promotions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("site", sa.String(255), nullable=False),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("streams", sa.JSON, nullable=False),
+    sa.Column("target_app_ids", sa.JSON, nullable=False),
+    sa.Column("backups", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("promotion_id", "site"),
+)
+identities = sa.Table(
+    "target_identities",
+    metadata,
+    sa.Column("source_app_id", sa.Uuid, primary_key=True),
+    sa.Column("site", sa.String(255), primary_key=True),
+    sa.Column("target_app_id", sa.Uuid, primary_key=True),
+    sa.Column("stream_id", sa.Uuid, nullable=False),
+    sa.Column("stream_name", sa.String(255), nullable=False),
+    sa.Column("remembered_at", UtcDateTime, nullable=False),
+)
+emails = sa.Table(
+    "emails_sent",
+    metadata,
+    sa.Column("promotion_key", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(64), primary_key=True),
+    sa.Column("recipients", sa.JSON, nullable=False),
+    sa.Column("claimed_at", UtcDateTime, nullable=False),
+)
+rollbacks = sa.Table(
+    "rollbacks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(255), nullable=False),
+    sa.Column("target_app_id", sa.Uuid, nullable=False),
+    sa.Column("backup_key", sa.String(1024), nullable=False),
+    sa.Column("backup_version_id", sa.String(1024)),
+    sa.Column("requested_by", sa.String(520), nullable=False, default=""),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("status", sa.String(32), nullable=False, default="running"),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """A target app stored in S3 before it was overwritten."""
+
+    app_id: UUID
+    key: str
+    version_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    id: int
+    key: str
+    app_id: UUID
+    app_name: str
+    approver: str | None
+    owner: str | None
+    action: str
+    trigger: str
+    reason: str
+    s3_key: str | None
+    s3_version_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteResult:
+    promotion_id: int
+    site: str
+    mode: str
+    streams: tuple[str, ...]
+    target_app_ids: tuple[UUID, ...]
+    backups: tuple[Backup, ...]
+    status: str
+    error: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EmailSent:
+    promotion_key: str
+    kind: str
+    recipients: tuple[str, ...]
+    claimed_at: datetime
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    # WAL lets readers run beside the writer; BEGIN IMMEDIATE takes the write lock up front so
+    # two writers queue on busy_timeout instead of failing halfway with "database is locked".
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Ledger:
+    """The promotion ledger at one SQLAlchemy URL; tables are created on first use."""
+
+    def __init__(self, url: str = "sqlite:///var/ledger.db") -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(parsed, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _write(self, statement: Any) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount
+
+    def _insert_once(self, statement: Any) -> bool:
+        try:
+            self._write(statement)
+        except IntegrityError:
+            return False
+        return True
+
+    def _read(self, query: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    # -- handled changes: one approval, reload or publish is acted on once --------------------
+
+    def claim(
+        self,
+        key: str,
+        *,
+        owner: str,
+        kind: str = "approval",
+        app_id: UUID | None = None,
+        stale_after: timedelta | None = None,
+    ) -> bool:
+        """Take ``key`` for the run ``owner``: True if new, held by the same run, or failed before.
+
+        ``stale_after``: a claim left unfinished that long (its run crashed) may be taken over.
+        """
+        row = {"key": key, "kind": kind, "app_id": app_id, "owner": owner, "claimed_at": _now()}
+        if self._insert_once(sa.insert(handled).values(**row)):
+            return True
+        c = handled.c
+        abandoned_before = _now() - stale_after if stale_after is not None else _NEVER_STALE
+        retake = sa.or_(
+            sa.and_(c.owner == owner, c.finished_at.is_(None)),
+            c.outcome == FAILED,
+            sa.and_(c.finished_at.is_(None), c.claimed_at < abandoned_before),
+        )
+        values = {"owner": owner, "attempts": c.attempts + 1, "claimed_at": _now(), "finished_at": None}
+        return self._write(sa.update(handled).where(c.key == key, retake).values(**values, outcome=None)) == 1
+
+    def mark_outcome(self, key: str, outcome: str, detail: str = "") -> None:
+        """Close a claim: "done", "ignored", "denied", ... or FAILED (which may be claimed again)."""
+        values = {"outcome": outcome, "detail": detail[:2000], "finished_at": _now()}
+        self._write(sa.update(handled).where(handled.c.key == key).values(**values))
+
+    def outcome(self, key: str) -> str | None:
+        rows = self._read(sa.select(handled.c.outcome).where(handled.c.key == key))
+        return rows[0].outcome if rows else None
+
+    # -- promotions and their per-site results --------------------------------------------------
+
+    def start_promotion(
+        self,
+        key: str,
+        *,
+        app_id: UUID,
+        app_name: str,
+        approver: str | None,
+        owner: str | None,
+        action: str,
+        trigger: str,
+        reason: str = "",
+    ) -> int:
+        """The promotion row for ``key``, created on first call; a retried run gets the same id."""
+        self._insert_once(
+            sa.insert(promotions).values(
+                key=key,
+                app_id=app_id,
+                app_name=app_name,
+                approver=approver,
+                owner=owner,
+                action=action,
+                trigger=trigger,
+                reason=reason,
+                started_at=_now(),
+                status="running",
+            )
+        )
+        return self._read(sa.select(promotions.c.id).where(promotions.c.key == key))[0].id
+
+    def set_version(self, promotion_id: int, s3_key: str, s3_version_id: str | None) -> None:
+        """The S3 key and version id of the source app stored for this promotion."""
+        self._update_promotion(promotion_id, s3_key=s3_key, s3_version_id=s3_version_id)
+
+    def finish_promotion(self, promotion_id: int, status: str) -> None:
+        self._update_promotion(promotion_id, status=status, finished_at=_now())
+
+    def _update_promotion(self, promotion_id: int, **values: Any) -> None:
+        self._write(sa.update(promotions).where(promotions.c.id == promotion_id).values(**values))
+
+    def promotion(self, key: str) -> Promotion | None:
+        found = self.promotions(key=key)
+        return found[0] if found else None
+
+    def promotions(self, *, key: str | None = None) -> list[Promotion]:
+        query = sa.select(promotions).order_by(promotions.c.started_at, promotions.c.id)
+        if key is not None:
+            query = query.where(promotions.c.key == key)
+        return [Promotion(**row._mapping) for row in self._read(query)]
+
+    def record_site_result(
+        self,
+        promotion_id: int,
+        site: str,
+        *,
+        mode: str,
+        streams: Sequence[str],
+        target_app_ids: Sequence[UUID],
+        status: str,
+        error: str = "",
+        backups: Iterable[Backup] = (),
+    ) -> None:
+        """Store (or, on a retry, overwrite) what happened on one site."""
+        values = {
+            "mode": mode,
+            "streams": list(streams),
+            "target_app_ids": [str(i) for i in target_app_ids],
+            "backups": [{"app_id": str(b.app_id), "key": b.key, "version_id": b.version_id} for b in backups],
+            "status": status,
+            "error": error[:2000],
+            "recorded_at": _now(),
+        }
+        if not self._insert_once(
+            sa.insert(site_results).values(promotion_id=promotion_id, site=site, **values)
+        ):
+            where = (site_results.c.promotion_id == promotion_id, site_results.c.site == site)
+            self._write(sa.update(site_results).where(*where).values(**values))
+
+    def site_results(self, promotion_id: int | None = None) -> list[SiteResult]:
+        query = sa.select(site_results).order_by(site_results.c.recorded_at, site_results.c.id)
+        if promotion_id is not None:
+            query = query.where(site_results.c.promotion_id == promotion_id)
+        return [_site_result(row._mapping) for row in self._read(query)]
+
+    def find_backup(self, site: str, target_app_id: UUID, version_id: str | None = None) -> Backup | None:
+        """A backup of one target app for a rollback: the one with ``version_id``, else the newest."""
+        for result in reversed(self.site_results()):
+            for backup in result.backups if result.site == site else ():
+                if backup.app_id == target_app_id and version_id in (None, backup.version_id):
+                    return backup
+        return None
+
+    def last_backup(self, site: str, target_app_id: UUID) -> Backup | None:
+        return self.find_backup(site, target_app_id)
+
+    # -- identity: which target app(s) each source app became, per site and stream -------------
+
+    def remember_target(
+        self, source_app_id: UUID, site: str, stream_id: UUID, stream_name: str, target_app_id: UUID
+    ) -> None:
+        ids = {"source_app_id": source_app_id, "site": site, "target_app_id": target_app_id}
+        values = {"stream_id": stream_id, "stream_name": stream_name, "remembered_at": _now()}
+        if not self._insert_once(sa.insert(identities).values(**ids, **values)):
+            self._write(sa.update(identities).filter_by(**ids).values(**values))
+
+    def forget_target(self, source_app_id: UUID, site: str, target_app_id: UUID) -> None:
+        ids = {"source_app_id": source_app_id, "site": site, "target_app_id": target_app_id}
+        self._write(sa.delete(identities).filter_by(**ids))
+
+    def targets_for(self, source_app_id: UUID, site: str) -> list[KnownTarget]:
+        c = identities.c
+        query = sa.select(c.stream_id, c.stream_name, c.target_app_id).filter_by(
+            source_app_id=source_app_id, site=site
+        )
+        rows = self._read(query.order_by(c.remembered_at))
+        return [KnownTarget(row.stream_id, row.stream_name, row.target_app_id) for row in rows]
+
+    # -- emails: each kind is sent once per promotion ------------------------------------------
+
+    def claim_email(self, promotion_key: str, kind: str, recipients: Sequence[str] = ()) -> bool:
+        """True for the one caller that may send this email; release_email() if sending fails."""
+        row = {
+            "promotion_key": promotion_key,
+            "kind": kind,
+            "recipients": list(recipients),
+            "claimed_at": _now(),
+        }
+        return self._insert_once(sa.insert(emails).values(**row))
+
+    def release_email(self, promotion_key: str, kind: str) -> None:
+        self._write(sa.delete(emails).filter_by(promotion_key=promotion_key, kind=kind))
+
+    def emails(self, promotion_key: str | None = None) -> list[EmailSent]:
+        query = sa.select(emails).order_by(emails.c.claimed_at)
+        if promotion_key is not None:
+            query = query.where(emails.c.promotion_key == promotion_key)
+        rows = self._read(query)
+        return [EmailSent(row.promotion_key, row.kind, tuple(row.recipients), row.claimed_at) for row in rows]
+
+    # -- rollbacks -----------------------------------------------------------------------------
+
+    def start_rollback(self, site: str, target_app_id: UUID, backup: Backup, requested_by: str = "") -> int:
+        values = {
+            "site": site,
+            "target_app_id": target_app_id,
+            "backup_key": backup.key,
+            "started_at": _now(),
+        }
+        statement = sa.insert(rollbacks).values(
+            **values, backup_version_id=backup.version_id, requested_by=requested_by
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(statement).inserted_primary_key[0])
+
+    def finish_rollback(self, rollback_id: int, status: str, error: str = "") -> None:
+        values = {"status": status, "error": error[:2000], "finished_at": _now()}
+        self._write(sa.update(rollbacks).where(rollbacks.c.id == rollback_id).values(**values))
+
+
+def _site_result(row: Any) -> SiteResult:
+    return SiteResult(
+        promotion_id=row["promotion_id"],
+        site=row["site"],
+        mode=row["mode"],
+        streams=tuple(row["streams"]),
+        target_app_ids=tuple(UUID(i) for i in row["target_app_ids"]),
+        backups=tuple(Backup(UUID(b["app_id"]), b["key"], b["version_id"]) for b in row["backups"]),
+        status=row["status"],
+        error=row["error"],
+        recorded_at=row["recorded_at"],
+    )

@@ -1,0 +1,376 @@
+"""Render the emails qs-promoter sends (publish alerts, approvals, denials, results) as EmailMessage objects.
+
+Pure code: every function takes plain values and returns an ``email.message.EmailMessage``
+(plain text plus an HTML alternative); ``promoter.mailer.send`` delivers it. App, stream and
+user names are user input, so they go into headers only through ``email.message`` after
+control characters are removed, and into HTML only through ``html.escape``.
+
+Callers adapt their data to the small frozen dataclasses below:
+
+- ``AppSummary(app_id, name, owner_name, stream_name, link)``; ``link`` is
+  ``SiteSettings.hub_link(app_id)`` (https://FQDN/sense/app/ID).
+- ``IntendedTarget(site, streams, mode)`` for the "intended targets" email.
+- ``SiteResult(site, streams=(StreamOutcome(stream, target_app_id, action), ...),
+  missing_streams, failures, s3_version_id, backup_version_id)`` for the results email.
+
+Every ``render_*`` function takes the keyword arguments ``sender`` (an address, optionally
+``"Name <address>"``) and ``to`` (one or more addresses) and raises ``ValueError`` when one
+of them is not a single valid address; ``is_valid_address`` lets a caller filter first.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Literal, NamedTuple
+
+# Long app names (QRS allows 255 characters) are cut in the Subject only; the body has them whole.
+SUBJECT_NAME_LIMIT = 100
+PRODUCT = "qs-promoter"
+
+# Characters that end a line for some reader (str.splitlines, mail clients) or reorder text on
+# screen (bidi overrides could make "evil.exe" read as "exe.live"): never shown as they are.
+_LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_ADDR_SPEC = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+")
+_NAMED_ADDRESS = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>")
+
+
+@dataclass(frozen=True, slots=True)
+class AppSummary:
+    """The app an email is about, as the admin sees it in the hub."""
+
+    app_id: str
+    name: str
+    owner_name: str
+    stream_name: str | None
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntendedTarget:
+    """Where an approval asks the app to go on one site (PromoteToServer / PromoteToStream)."""
+
+    site: str
+    streams: tuple[str, ...]
+    mode: str  # "Overwrite" or "Duplicate", as written in PromoteToServer
+
+
+StreamAction = Literal["published", "replaced", "copied"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """One stream on one target site that now holds the promoted app."""
+
+    stream: str
+    target_app_id: str
+    action: StreamAction
+
+
+@dataclass(frozen=True, slots=True)
+class SiteResult:
+    """What a promotion did on one target site."""
+
+    site: str
+    streams: tuple[StreamOutcome, ...] = ()
+    missing_streams: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    s3_version_id: str | None = None
+    backup_version_id: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failures and bool(self.streams)
+
+
+def render_publish_alert(app: AppSummary, *, sender: str, to: Sequence[str]) -> EmailMessage:
+    """Tell a stream's approvers that an app was published there and waits for their review."""
+    body = _Body()
+    body.paragraph(
+        _fmt(
+            "{owner} published the app {app} to the stream {stream}.",
+            owner=app.owner_name,
+            app=app.name,
+            stream=app.stream_name or "(none)",
+        )
+    )
+    body.paragraph(_fmt("Review it, then set PromotionApproval to Approve or Deny."))
+    body.facts(_app_facts(app))
+    return _message(
+        _subject("Published for review", app, f"in {app.stream_name or '(none)'}"),
+        body,
+        sender=sender,
+        to=to,
+        app=app,
+    )
+
+
+def render_approval(app: AppSummary, *, approver: str, sender: str, to: Sequence[str]) -> EmailMessage:
+    """Tell the owner that their app was approved for promotion."""
+    body = _Body()
+    body.paragraph(
+        _fmt("Your app {app} was approved for promotion by {approver}.", app=app.name, approver=approver)
+    )
+    body.paragraph(_fmt("Two more emails follow: where it is meant to go, and where it went."))
+    body.facts(_app_facts(app))
+    return _message(_subject("Approved", app), body, sender=sender, to=to, app=app)
+
+
+def render_denial(
+    app: AppSummary, *, approver: str, sender: str, to: Sequence[str], reason: str = ""
+) -> EmailMessage:
+    """Tell the owner that their app was denied promotion (and why, when the approver said)."""
+    body = _Body()
+    body.paragraph(
+        _fmt("Your app {app} was denied promotion by {approver}.", app=app.name, approver=approver)
+    )
+    if reason:
+        body.paragraph(_fmt("Reason: {reason}", reason=reason))
+    body.facts(_app_facts(app))
+    return _message(_subject("Denied", app), body, sender=sender, to=to, app=app)
+
+
+def render_intended_targets(
+    app: AppSummary, targets: Sequence[IntendedTarget], *, sender: str, to: Sequence[str]
+) -> EmailMessage:
+    """List the sites, streams and mode (Overwrite/Duplicate) an approval asked for."""
+    body = _Body()
+    body.paragraph(_fmt("The app {app} is about to be promoted to:", app=app.name))
+    body.items(
+        [
+            _fmt(
+                "{site} ({mode}): {streams}",
+                site=t.site,
+                mode=t.mode,
+                streams=", ".join(t.streams) or "(no stream)",
+            )
+            for t in targets
+        ]
+        or [_fmt("(no target site)")]
+    )
+    body.facts(_app_facts(app))
+    return _message(_subject("Promotion requested", app), body, sender=sender, to=to, app=app)
+
+
+def render_promotion_results(
+    app: AppSummary,
+    results: Sequence[SiteResult],
+    *,
+    sender: str,
+    to: Sequence[str],
+    s3_key: str | None = None,
+    s3_version_id: str | None = None,
+) -> EmailMessage:
+    """Report per site: streams published or replaced (with target app ids), missing streams, failures."""
+    body = _Body()
+    done = sum(1 for r in results if r.succeeded)
+    body.paragraph(
+        _fmt(
+            "Promotion of {app}: {done} of {total} site(s) succeeded.",
+            app=app.name,
+            done=str(done),
+            total=str(len(results)),
+        )
+    )
+    for result in results:
+        body.heading(_fmt("Site {site}", site=result.site))
+        lines = [
+            _fmt(
+                "{action} in stream {stream} as app {target}",
+                action=o.action.capitalize(),
+                stream=o.stream,
+                target=o.target_app_id,
+            )
+            for o in result.streams
+        ]
+        lines += [
+            _fmt("Stream {stream} does not exist on this site", stream=s) for s in result.missing_streams
+        ]
+        lines += [_fmt("Failed: {failure}", failure=f) for f in result.failures]
+        if result.s3_version_id:
+            lines.append(_fmt("S3 version: {version}", version=result.s3_version_id))
+        if result.backup_version_id:
+            backup = result.backup_version_id
+            lines.append(_fmt("Backup before overwrite: S3 version {version}", version=backup))
+        body.items(lines or [_fmt("Nothing was done on this site")])
+    if s3_version_id:
+        body.paragraph(
+            _fmt(
+                "Versioned in S3 as {key}, version {version}.",
+                key=s3_key or "(key unknown)",
+                version=s3_version_id,
+            )
+        )
+    body.facts(_app_facts(app))
+    verdict = "Promoted" if results and done == len(results) else "Promotion incomplete"
+    return _message(_subject(verdict, app), body, sender=sender, to=to, app=app)
+
+
+def render_refused_approval(
+    app: AppSummary, *, approver: str, reason: str, sender: str, to: Sequence[str]
+) -> EmailMessage:
+    """Tell the approver (and owner) that an approval was not carried out: authorization failed."""
+    body = _Body()
+    body.paragraph(
+        _fmt("The approval of {app} by {approver} was not carried out.", app=app.name, approver=approver)
+    )
+    body.paragraph(_fmt("Reason: {reason}", reason=reason))
+    body.paragraph(
+        _fmt(
+            "Nothing was promoted. Ask an administrator about CanPromote, CanPromoteFrom and CanPromoteGroup."
+        )
+    )
+    body.facts(_app_facts(app))
+    return _message(_subject("Approval refused", app), body, sender=sender, to=to, app=app)
+
+
+def render_test_mail(*, sender: str, to: Sequence[str]) -> EmailMessage:
+    """A short message that proves the SMTP settings work (for `doctor` and first setup)."""
+    body = _Body()
+    body.paragraph(_fmt("This is a test message from qs-promoter: the email settings work."))
+    return _message("[qs-promoter] Test message", body, sender=sender, to=to, app=None)
+
+
+def is_valid_address(text: str) -> bool:
+    """True when ``text`` is one address ("a@b.example" or "Name <a@b.example>") safe for a header."""
+    try:
+        _address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control and bidi characters replaced, whitespace collapsed."""
+    cleaned = "".join(
+        " " if ch in _LINE_BREAKS or unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+        if ch not in _BIDI_CONTROLS
+    )
+    return " ".join(cleaned.split())
+
+
+class _Line(NamedTuple):
+    """One sentence, rendered for the text part and (escaped) for the HTML part."""
+
+    text: str
+    html: str
+
+
+def _fmt(template: str, **values: str) -> _Line:
+    # The template is ours; every value is user input: cleaned to one line, escaped for HTML.
+    clean = {key: one_line(value) for key, value in values.items()}
+    escaped = {key: f"<strong>{html.escape(value)}</strong>" for key, value in clean.items()}
+    return _Line(template.format(**clean), html.escape(template).format(**escaped))
+
+
+class _Body:
+    """The text and HTML parts, built side by side so both always say the same."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.html: list[str] = []
+
+    def paragraph(self, line: _Line) -> None:
+        self.text += [line.text, ""]
+        self.html.append(f"<p>{line.html}</p>")
+
+    def heading(self, line: _Line) -> None:
+        self.text += [line.text, "-" * min(len(line.text), 60)]
+        self.html.append(f"<h3>{line.html}</h3>")
+
+    def items(self, lines: Sequence[_Line]) -> None:
+        self.text += [f"  - {line.text}" for line in lines] + [""]
+        self.html.append("<ul>" + "".join(f"<li>{line.html}</li>" for line in lines) + "</ul>")
+
+    def facts(self, rows: Sequence[tuple[str, str]]) -> None:
+        self.text += [f"{label}: {one_line(value)}" for label, value in rows] + [""]
+        cells = []
+        for label, value in rows:
+            shown = html.escape(one_line(value))
+            if label == "Open" and _is_web_link(value):
+                shown = f'<a href="{html.escape(one_line(value), quote=True)}">{shown}</a>'
+            cells.append(f'<tr><th align="left">{html.escape(label)}</th><td>{shown}</td></tr>')
+        self.html.append("<table>" + "".join(cells) + "</table>")
+
+    def render(self) -> tuple[str, str]:
+        footer = f"{PRODUCT}: an automatic message; replies are not read."
+        text = "\n".join([*self.text, "-- ", footer]) + "\n"
+        page = "".join(self.html)
+        document = (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"></head>'
+            f'<body style="font-family: sans-serif">{page}'
+            f'<p style="color: #777">{html.escape(footer)}</p></body></html>\n'
+        )
+        return text, document
+
+
+def _app_facts(app: AppSummary) -> list[tuple[str, str]]:
+    return [
+        ("App", app.name),
+        ("App id", app.app_id),
+        ("Owner", app.owner_name),
+        ("Stream", app.stream_name or "(not published)"),
+        ("Open", app.link),
+    ]
+
+
+def _is_web_link(url: str) -> bool:
+    # Only http(s) links become anchors; "javascript:" and friends stay inert text.
+    return one_line(url).lower().startswith(("https://", "http://"))
+
+
+def _subject(verdict: str, app: AppSummary, tail: str = "") -> str:
+    parts = (f"[{PRODUCT}] {verdict}:", f'"{_clip(app.name)}"', _clip(tail))
+    return " ".join(part for part in parts if part)
+
+
+def _clip(text: str) -> str:
+    text = one_line(text)
+    return text if len(text) <= SUBJECT_NAME_LIMIT else text[: SUBJECT_NAME_LIMIT - 1] + "…"
+
+
+def _address(text: str) -> Address:
+    """Parse one address strictly: no lists, no control characters, no stray brackets."""
+    if text != one_line(text) or not text:
+        raise ValueError("an email address must be one line of text")
+    match = _NAMED_ADDRESS.fullmatch(text)
+    name, spec = (match["name"].strip().strip('"'), match["addr"].strip()) if match else ("", text)
+    if not _ADDR_SPEC.fullmatch(spec):
+        raise ValueError(f"not an email address: {text[:100]!r}")
+    try:
+        return Address(display_name=name, addr_spec=spec)
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"not an email address: {text[:100]!r}") from exc
+
+
+def _message(
+    subject: str, body: _Body, *, sender: str, to: Sequence[str], app: AppSummary | None
+) -> EmailMessage:
+    if isinstance(to, str):  # a lone string would otherwise be read one character at a time
+        to = [to]
+    if not to:
+        raise ValueError("an email needs at least one recipient")
+    from_address = _address(sender)
+    message = EmailMessage(policy=policy.SMTP)
+    message["Subject"] = one_line(subject)
+    message["From"] = from_address
+    message["To"] = tuple(_address(address) for address in to)
+    message["Date"] = formatdate(localtime=True)
+    # Naming the domain avoids make_msgid's socket.getfqdn(), a DNS lookup that can hang.
+    message["Message-ID"] = make_msgid(domain=from_address.domain or "qs-promoter.invalid")
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office robots must not answer
+    if app is not None:
+        message["X-Qlik-App-Id"] = one_line(app.app_id)[:64]
+    text, document = body.render()
+    message.set_content(text, charset="utf-8")
+    message.add_alternative(document, subtype="html", charset="utf-8")
+    return message

@@ -1,0 +1,101 @@
+"""What a promotion did on each site, and how that reads in the ledger, the email and the Prefect UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from promoter import mail
+from promoter.ledger import Backup
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The promoted app now lives in ``stream`` on the site as ``app_id``."""
+
+    stream_id: UUID
+    stream: str
+    app_id: UUID
+    action: mail.StreamAction  # "published", "replaced" or "copied"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOutcome:
+    site: str
+    mode: str
+    placements: tuple[Placement, ...] = ()
+    missing_streams: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    backups: tuple[Backup, ...] = ()
+    forgotten: tuple[UUID, ...] = ()  # remembered targets found gone
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failures
+
+    @property
+    def status(self) -> str:
+        if self.failures:
+            return "failed"
+        return "done" if self.placements else "nothing to do"
+
+    def for_mail(self, s3_version_id: str | None) -> mail.SiteResult:
+        return mail.SiteResult(
+            site=self.site,
+            streams=tuple(mail.StreamOutcome(p.stream, str(p.app_id), p.action) for p in self.placements),
+            missing_streams=self.missing_streams,
+            failures=self.failures,
+            s3_version_id=s3_version_id,
+            backup_version_id=self.backups[-1].version_id if self.backups else None,
+        )
+
+
+def artifact_rows(outcomes: list[SiteOutcome], s3_version_id: str | None) -> list[dict[str, Any]]:
+    """One row per stream per site (and one per missing stream or failure) for the Prefect table."""
+    rows: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        base = {"site": outcome.site, "mode": outcome.mode, "s3 version": s3_version_id or ""}
+        for p in outcome.placements:
+            rows.append({**base, "stream": p.stream, "result": p.action, "target app id": str(p.app_id)})
+        for name in outcome.missing_streams:
+            rows.append({**base, "stream": name, "result": "stream missing", "target app id": ""})
+        for failure in outcome.failures:
+            rows.append({**base, "stream": "", "result": f"failed: {failure}", "target app id": ""})
+        if not (outcome.placements or outcome.missing_streams or outcome.failures):
+            rows.append({**base, "stream": "", "result": "nothing to do", "target app id": ""})
+    return rows
+
+
+def failure_summary(outcomes: list[SiteOutcome]) -> str:
+    failed = [o for o in outcomes if o.failures]
+    return "; ".join(f"{o.site}: {', '.join(o.failures)}" for o in failed)
+
+
+_MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_{}[]()<>#+-.!|~"})
+
+
+def markdown_text(text: str) -> str:
+    """User text (an app name) shown literally in a markdown artifact: no links, no HTML, one line."""
+    return " ".join(text.split()).translate(_MARKDOWN_SPECIAL)
+
+
+def summary_markdown(app_name: str, approver: str | None, reason: str, outcomes: list[SiteOutcome]) -> str:
+    lines = [
+        f"### {markdown_text(app_name)}",
+        "",
+        f"* approved by: {markdown_text(approver or 'manual run')}",
+    ]
+    lines.append(f"* decision: {markdown_text(reason)}")
+    for outcome in outcomes:
+        placed = ", ".join(f"{markdown_text(p.stream)} ({p.action})" for p in outcome.placements) or "nothing"
+        lines.append(f"* {markdown_text(outcome.site)}: {outcome.status}: {placed}")
+        lines.extend(f"  * {markdown_text(note)}" for note in (*outcome.notes, *outcome.failures))
+    return "\n".join(lines)
+
+
+def run_name(verb: str, app_name: str, approver: str | None) -> str:
+    """ "promote 'Sales' (approved by ACME\\jane)": what the flow-run list in the UI shows."""
+    name = " ".join(app_name.split())[:80]
+    return f"{verb} '{name}'" + (f" (approved by {approver})" if approver else "")

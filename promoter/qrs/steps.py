@@ -1,0 +1,81 @@
+"""Sequences of QRS calls on one site that belong together, each safe to run again after a failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from promoter.errors import QrsError, QrsNotFound
+from promoter.qrs.client import QrsClient
+from promoter.qrs.filters import any_of, eq
+from promoter.qrs.models import App, Stream, TagCondensed, UserCondensed
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSurvey:
+    """What a target site holds for one promotion: the requested streams and candidate apps."""
+
+    streams: dict[str, Stream | None]  # requested name -> the stream, or None when missing
+    apps: tuple[App, ...]  # apps with the source app's name, and apps remembered by id
+
+
+async def survey(
+    qrs: QrsClient, app_name: str, stream_names: tuple[str, ...], known: tuple[UUID, ...]
+) -> SiteSurvey:
+    """Read the requested streams by name and every app that a promotion could replace."""
+    streams = {name: await qrs.stream_by_name(name) for name in stream_names}
+    by_id = {app.id: app for app in await qrs.apps(eq("name", app_name))}
+    if known:
+        for app in await qrs.apps(any_of(*(eq("id", app_id) for app_id in known))):
+            by_id.setdefault(app.id, app)
+    return SiteSurvey(streams, tuple(by_id.values()))
+
+
+async def upload_once(qrs: QrsClient, path: Path, name: str) -> App:
+    """Upload under a unique name, adopting the app a previous attempt of this run already uploaded."""
+    for app in await qrs.apps(eq("name", name)):
+        if app.name == name:
+            return app
+    return await qrs.upload_app(path, name)
+
+
+async def set_tag(qrs: QrsClient, app_id: UUID, tag_name: str, *, present: bool) -> App:
+    """Put the tag on the app, or take it off; the tag is created on the site when missing."""
+    tag = await qrs.ensure_tag(tag_name) if present else await qrs.tag_by_name(tag_name)
+
+    def change(app: App) -> None:
+        others = [t for t in app.tags if t.name != tag_name]
+        app.tags = [*others, TagCondensed(id=tag.id, name=tag.name)] if present and tag else others
+
+    if tag is None:  # nothing to remove: the site has no such tag
+        return await qrs.get_app(app_id)
+    return await qrs.update_app(app_id, change)
+
+
+async def copy_to_owner(qrs: QrsClient, app_id: UUID, owner_id: UUID) -> App:
+    """Copy the app (the copy is ours and unpublished), give it to ``owner_id``, verify, return it.
+
+    QRS makes the caller the owner of a copy, so the owner is changed afterwards; the copy is
+    read back so the caller deletes the published app only once the owner really has it.
+    """
+    source = await qrs.get_app(app_id)
+    copy = await qrs.copy_app(app_id, source.name, include_custom_properties=False)
+    owner = await qrs.get_user(owner_id)
+    await qrs.update_app(
+        copy.id,
+        lambda app: setattr(
+            app,
+            "owner",
+            UserCondensed(
+                id=owner.id, user_id=owner.user_id, user_directory=owner.user_directory, name=owner.name
+            ),
+        ),
+    )
+    try:
+        verified = await qrs.get_app(copy.id)
+    except QrsNotFound:
+        raise QrsError(qrs.name, "GET", f"/app/{copy.id}", 404, "the copy for the owner vanished") from None
+    if verified.owner.id != owner_id or verified.published:
+        raise QrsError(qrs.name, "GET", f"/app/{copy.id}", 200, "the copy is not the owner's unpublished app")
+    return verified

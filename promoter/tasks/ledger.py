@@ -1,0 +1,128 @@
+"""Tasks that read and write the ledger: what was handled, promoted, remembered and backed up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from promoter.ledger import Backup, Ledger
+from promoter.outcome import SiteOutcome
+from promoter.planning import KnownTarget
+from promoter.settings import load_settings
+
+LEDGER = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry_delay_seconds": 1}
+T = TypeVar("T")
+
+
+async def in_ledger(work: Callable[[Ledger], T]) -> T:
+    """Run ``work`` against the ledger in a thread: the database may wait on a lock, the flow must not."""
+
+    def call() -> T:
+        with Ledger(load_settings().ledger_url) as ledger:
+            return work(ledger)
+
+    return await asyncio.to_thread(call)
+
+
+@task(name="claim-request", **LEDGER)
+async def claim_request(key: str, owner: str, app_id: UUID, kind: str) -> bool:
+    """True when this run may handle the request ``key`` (new, or an earlier attempt failed)."""
+    return await in_ledger(lambda ledger: ledger.claim(key, owner=owner, kind=kind, app_id=app_id))
+
+
+@task(name="close-request", **LEDGER)
+async def close_request(key: str, outcome: str, detail: str = "") -> None:
+    await in_ledger(lambda ledger: ledger.mark_outcome(key, outcome, detail))
+
+
+@task(name="request-outcome", **LEDGER)
+async def request_outcome(key: str) -> str | None:
+    return await in_ledger(lambda ledger: ledger.outcome(key))
+
+
+@task(name="open-promotion", **LEDGER)
+async def open_promotion(
+    key: str,
+    app_id: UUID,
+    app_name: str,
+    approver: str | None,
+    owner: str | None,
+    action: str,
+    trigger: str,
+    reason: str,
+) -> int:
+    """The ledger row of this promotion; a retried run gets the same one."""
+    return await in_ledger(
+        lambda ledger: ledger.start_promotion(
+            key,
+            app_id=app_id,
+            app_name=app_name,
+            approver=approver,
+            owner=owner,
+            action=action,
+            trigger=trigger,
+            reason=reason,
+        )
+    )
+
+
+@task(name="record-version", **LEDGER)
+async def record_version(promotion_id: int, s3_key: str, version_id: str | None) -> None:
+    await in_ledger(lambda ledger: ledger.set_version(promotion_id, s3_key, version_id))
+
+
+@task(name="close-promotion", **LEDGER)
+async def close_promotion(promotion_id: int, status: str) -> None:
+    await in_ledger(lambda ledger: ledger.finish_promotion(promotion_id, status))
+
+
+@task(name="known-targets", task_run_name="known-targets-{site}", **LEDGER)
+async def known_targets(source_app_id: UUID, site: str) -> list[KnownTarget]:
+    """The target apps this source app became on ``site`` in earlier promotions."""
+    return await in_ledger(lambda ledger: ledger.targets_for(source_app_id, site))
+
+
+@task(name="record-site", task_run_name="record-site-{outcome.site}", **LEDGER)
+async def record_site(promotion_id: int, source_app_id: UUID, outcome: SiteOutcome) -> None:
+    """Store one site's result and what the source app became there, for the next overwrite."""
+
+    def record(ledger: Ledger) -> None:
+        for placement in outcome.placements:
+            ledger.remember_target(
+                source_app_id, outcome.site, placement.stream_id, placement.stream, placement.app_id
+            )
+        for app_id in outcome.forgotten:
+            ledger.forget_target(source_app_id, outcome.site, app_id)
+        ledger.record_site_result(
+            promotion_id,
+            outcome.site,
+            mode=outcome.mode,
+            streams=[p.stream for p in outcome.placements],
+            target_app_ids=[p.app_id for p in outcome.placements],
+            status=outcome.status,
+            error="; ".join(outcome.failures),
+            backups=outcome.backups,
+        )
+
+    await in_ledger(record)
+
+
+@task(name="find-backup", task_run_name="find-backup-{site}-{target_app_id}", **LEDGER)
+async def find_backup(site: str, target_app_id: UUID, version_id: str | None = None) -> Backup | None:
+    """The backup to restore: the given S3 version, or the newest one of that target app."""
+    return await in_ledger(lambda ledger: ledger.find_backup(site, target_app_id, version_id))
+
+
+@task(name="open-rollback", **LEDGER)
+async def open_rollback(site: str, target_app_id: UUID, backup: Backup, requested_by: str) -> int:
+    return await in_ledger(lambda ledger: ledger.start_rollback(site, target_app_id, backup, requested_by))
+
+
+@task(name="close-rollback", **LEDGER)
+async def close_rollback(rollback_id: int, status: str, error: str = "") -> None:
+    await in_ledger(lambda ledger: ledger.finish_rollback(rollback_id, status, error))

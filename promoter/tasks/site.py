@@ -1,0 +1,152 @@
+"""Tasks that read or change one Qlik site through its QRS: one call, or one safe sequence, each.
+
+Steps that change a site persist their results, so retrying a failed run from the Prefect UI
+redoes only the steps that failed (prefect-notes §5.4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from promoter.errors import QrsNotFound
+from promoter.qrs import steps
+from promoter.qrs.client import QrsClient
+from promoter.qrs.models import App, Stream, User
+from promoter.settings import load_settings
+from promoter.tasks.policy import TRANSIENT_RETRIES
+
+READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **TRANSIENT_RETRIES}
+STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
+# App files: the client streams them, so the limit is about bandwidth, not memory.
+TRANSFER = {**STEP, "timeout_seconds": 4 * 3600}
+
+
+def connect(site: str) -> QrsClient:
+    """The QRS client of a site, from the settings file of this run."""
+    return QrsClient.for_site(load_settings(), site)
+
+
+@task(name="read-app", task_run_name="read-app-{site}-{app_id}", **READ)
+async def read_app(site: str, app_id: UUID) -> App:
+    async with connect(site) as qrs:
+        return await qrs.get_app(app_id)
+
+
+@task(name="read-stream", task_run_name="read-stream-{site}-{stream_id}", **READ)
+async def read_stream(site: str, stream_id: UUID) -> Stream:
+    async with connect(site) as qrs:
+        return await qrs.get_stream(stream_id)
+
+
+@task(name="read-user", task_run_name="read-user-{site}", **READ)
+async def read_user(site: str, account: str) -> User | None:
+    """The user behind DIRECTORY\\userid (as in modifiedByUserName), or None."""
+    async with connect(site) as qrs:
+        return await qrs.user_by_account(account)
+
+
+@task(name="read-email", task_run_name="read-email-{site}-{user_id}", **READ)
+async def read_email(site: str, user_id: UUID) -> str | None:
+    """The user's email address from the attribute named in the settings (None if absent)."""
+    attribute = load_settings().email.owner_email_attribute
+    async with connect(site) as qrs:
+        return await qrs.user_email(user_id, attribute)
+
+
+@task(name="survey-site", task_run_name="survey-{site}", **READ)
+async def survey_site(
+    site: str, app_name: str, stream_names: tuple[str, ...], known: tuple[UUID, ...]
+) -> steps.SiteSurvey:
+    """The requested streams and the apps that may be replaced on one target site."""
+    async with connect(site) as qrs:
+        return await steps.survey(qrs, app_name, stream_names, known)
+
+
+@task(name="export-app", task_run_name="export-{site}-{app_id}", **TRANSFER)
+async def export_app(site: str, app_id: UUID, dest: Path, skip_data: bool = False) -> int:
+    """Export the app into ``dest`` (two-step export, streamed); returns the bytes written."""
+    async with connect(site) as qrs:
+        return await qrs.export_app(app_id, dest, skip_data=skip_data)
+
+
+# Uploads are never retried here: the client repeats a failed upload only after checking that
+# it did not land, which a blind task-level repeat could not do.
+@task(name="upload-app", task_run_name="upload-{site}", **{**TRANSFER, "retries": 0})
+async def upload_app(site: str, path: Path, name: str) -> App:
+    """Upload the exported file once under a unique temporary name (adopted if a retry finds it)."""
+    async with connect(site) as qrs:
+        return await steps.upload_once(qrs, path, name)
+
+
+@task(name="publish-app", task_run_name="publish-{site}-{app_id}", **STEP)
+async def publish_app(site: str, app_id: UUID, stream_id: UUID, name: str) -> App:
+    async with connect(site) as qrs:
+        return await qrs.publish_app(app_id, stream_id, name)
+
+
+@task(name="replace-app", task_run_name="replace-{site}-{target_id}", **STEP)
+async def replace_app(site: str, source_id: UUID, target_id: UUID) -> App:
+    """Overwrite ``target_id`` with the uploaded app; the target keeps its id."""
+    async with connect(site) as qrs:
+        return await qrs.replace_app(source_id, target_id)
+
+
+# A copy is a POST that QRS does not deduplicate: repeating one blindly could leave two.
+@task(name="copy-app", task_run_name="copy-{site}-{app_id}", **{**STEP, "retries": 0})
+async def copy_app(site: str, app_id: UUID, name: str) -> App:
+    async with connect(site) as qrs:
+        return await qrs.copy_app(app_id, name)
+
+
+@task(name="delete-app", task_run_name="delete-{site}-{app_id}", **STEP)
+async def delete_app(site: str, app_id: UUID) -> None:
+    """Delete the app; one that is already gone counts as deleted."""
+    async with connect(site) as qrs:
+        try:
+            await qrs.delete_app(app_id)
+        except QrsNotFound:
+            return
+
+
+@task(name="describe-app", task_run_name="describe-{site}-{app_id}", **STEP)
+async def describe_app(site: str, app_id: UUID, description: str) -> App:
+    async with connect(site) as qrs:
+        return await qrs.update_app(app_id, lambda app: setattr(app, "description", description))
+
+
+@task(name="strip-properties", task_run_name="strip-properties-{app_id}", **STEP)
+async def strip_properties(site: str, app_id: UUID, names: tuple[str, ...]) -> App:
+    """Remove the promotion custom properties, so the finished approval cannot fire again."""
+
+    def strip(app: App) -> None:
+        app.custom_properties = [cp for cp in app.custom_properties if cp.definition.name not in names]
+
+    async with connect(site) as qrs:
+        return await qrs.update_app(app_id, strip)
+
+
+@task(name="set-reload-tag", task_run_name="reload-tag-{app_id}-{present}", **STEP)
+async def set_reload_tag(site: str, app_id: UUID, tag: str, present: bool) -> App:
+    """Add or remove the promote-on-reload tag (the tag is created if the site lacks it)."""
+    async with connect(site) as qrs:
+        return await steps.set_tag(qrs, app_id, tag, present=present)
+
+
+@task(name="return-copy-to-owner", task_run_name="copy-to-owner-{app_id}", **{**STEP, "retries": 0})
+async def return_copy_to_owner(site: str, app_id: UUID, owner_id: UUID) -> App:
+    """Copy the published app, give the copy to the owner, and verify it exists with that owner.
+
+    This is the first half of unpublishing; the published app is deleted only after it.
+    """
+    async with connect(site) as qrs:
+        return await steps.copy_to_owner(qrs, app_id, owner_id)
+
+
+@task(name="reload-app", task_run_name="reload-{site}-{app_id}", **READ)
+async def reload_app(site: str, app_id: UUID) -> None:
+    async with connect(site) as qrs:
+        await qrs.reload_app(app_id)

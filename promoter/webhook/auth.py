@@ -1,0 +1,76 @@
+"""Who may post notifications: the shared secret in the path, and the allowed source networks."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+
+from promoter.errors import SettingsError
+from promoter.settings import WebhookSettings
+
+MIN_SECRET_LENGTH = 16
+# The secret travels as a URL path segment, so it must need no percent-encoding.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+# Whatever follows /qrs/ in a path is (or is meant to be) the secret, right or wrong.
+_SECRET_SEGMENT = re.compile(r"^(/qrs/)[^/?]*")
+MASK = "***"
+
+
+def require_secret(webhook: WebhookSettings) -> str:
+    """The configured secret, or a SettingsError saying how to make one (the value is never shown)."""
+    secret = webhook.secret.get_secret_value()
+    hint = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            f"webhook.secret must be at least {MIN_SECRET_LENGTH} characters (it has {len(secret)}); {hint}"
+        )
+    if not _URL_SAFE.fullmatch(secret):
+        raise SettingsError(f"webhook.secret may only contain letters, digits and . _ ~ -; {hint}")
+    return secret
+
+
+def secret_matches(given: str, expected: str) -> bool:
+    """Compare in constant time, so the answer's timing does not reveal how much of a guess was right."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def source_allowed(host: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    """True when no networks are configured, or the peer address lies in one of them."""
+    if not networks:
+        return True
+    if host is None:
+        return False
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return any(address.ipv4_mapped in network for network in networks)
+    return any(address in network for network in networks)
+
+
+def mask_secret(path: str) -> str:
+    """The path as it may appear in a log: the segment after /qrs/ replaced by ***."""
+    return _SECRET_SEGMENT.sub(rf"\g<1>{MASK}", path, count=1)
+
+
+class MaskSecretInAccessLog(logging.Filter):
+    """Rewrites uvicorn's access-log line so the callback secret never reaches a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn.access formats (client, method, path, http version, status).
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], mask_secret(args[2]), *args[3:])
+        return True
+
+
+def mask_access_log(logger_name: str = "uvicorn.access") -> None:
+    """Install the masking filter once on the access logger of the server that hosts the app."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, MaskSecretInAccessLog) for f in logger.filters):
+        logger.addFilter(MaskSecretInAccessLog())

@@ -1,0 +1,325 @@
+"""Settings: one TOML file plus QSP_ variables; every failure names the file (or variable) and the field."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from promoter.errors import SettingsError
+from promoter.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "qs-promoter.example.toml"
+SECRET = "hunter2-Very-Secret-Password"
+
+GOOD = """
+cert_root = "certs"
+
+[source_site]
+host = "qlik-dev"
+public_fqdn = "qlik-dev.example.com"
+
+[target_sites.test]
+host = "qlik-test"
+
+[target_sites.prod]
+host = "qlik-prod"
+port = 4243
+
+[email]
+enabled = true
+smtp_host = "smtp.example.com"
+smtp_port = 587
+username = "promoter"
+password = "{secret}"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "qs-promoter.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text.replace("{secret}", SECRET), encoding="utf-8")
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    return str(caught.value)
+
+
+def test_good_file_loads_with_defaults_for_what_it_leaves_out(tmp_path: Path) -> None:
+    """A minimal file gives the sites, the email settings, and defaults for everything else."""
+    settings = load_settings(write(tmp_path, GOOD))
+
+    assert settings.source_site.host == "qlik-dev"
+    assert settings.source_site.port == 4242
+    assert sorted(settings.target_sites) == ["prod", "test"]
+    assert settings.site("prod").port == 4243
+    assert settings.email.password is not None and settings.email.password.get_secret_value() == SECRET
+    assert settings.cert_dir("test") == Path("certs/test")
+    assert settings.properties.promotion_approval == "PromotionApproval"
+    assert settings.source_site.hub_link("abc") == "https://qlik-dev.example.com/sense/app/abc"
+
+
+def test_wrong_type_names_file_and_field(tmp_path: Path) -> None:
+    """A port that is not a number: the message names the file and source_site.port."""
+    path = write(tmp_path, GOOD.replace('host = "qlik-dev"', 'host = "qlik-dev"\nport = "forty-two"'))
+
+    message = load_error(path)
+
+    assert f"{path}: source_site.port: Input should be a valid integer" in message
+
+
+def test_broken_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    """A file that is not TOML: the message names the file, says 'not valid TOML' and where."""
+    path = write(tmp_path, '[source_site]\nhost = "qlik-dev\n')
+
+    message = load_error(path)
+
+    assert message.startswith(f"{path}: not valid TOML:")
+    assert "line 2" in message
+
+
+def test_missing_file_is_reported_not_skipped(tmp_path: Path) -> None:
+    """A missing file is an error (pydantic-settings alone would silently skip it)."""
+    path = tmp_path / "nope.toml"
+
+    assert load_error(path) == f"{path}: settings file not found"
+
+
+def test_misspelt_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    """A typo in a key (extra="forbid") is refused with the misspelt key's path."""
+    path = write(tmp_path, GOOD.replace("smtp_port = 587", "smtp_prot = 587"))
+
+    message = load_error(path)
+
+    assert f"{path}: email.smtp_prot: Extra inputs are not permitted" in message
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QSP_SOURCE_SITE__PORT wins over the file, and the rest of source_site still comes from the file."""
+    monkeypatch.setenv("QSP_SOURCE_SITE__PORT", "4243")
+    monkeypatch.setenv("QSP_EMAIL__PASSWORD", "from-the-environment")
+
+    settings = load_settings(write(tmp_path, GOOD))
+
+    assert (settings.source_site.host, settings.source_site.port) == ("qlik-dev", 4243)
+    assert settings.email.password is not None
+    assert settings.email.password.get_secret_value() == "from-the-environment"
+
+
+def test_bad_environment_value_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value from a QSP_ variable names that variable, not the file."""
+    monkeypatch.setenv("QSP_SOURCE_SITE__PORT", "not-a-port")
+
+    message = load_error(write(tmp_path, GOOD))
+
+    assert message.startswith("environment variable QSP_SOURCE_SITE__PORT: source_site.port:")
+
+
+def test_qsp_config_names_the_file_when_no_path_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an explicit path, QSP_CONFIG says which file to read."""
+    monkeypatch.setenv("QSP_CONFIG", str(write(tmp_path, GOOD, "elsewhere.toml")))
+
+    assert load_settings().source_site.host == "qlik-dev"
+
+
+def test_approver_csv_is_merged_with_the_file(tmp_path: Path) -> None:
+    """The original's CSV (StreamID, ApprovalEmailAddress; Excel BOM; upper-case ids; blank lines) is
+    merged with [email.stream_approvers]; duplicates collapse and lookups ignore letter case."""
+    csv = tmp_path / "ApprovalStreamsToEmailAddressMap.csv"
+    csv.write_text(
+        "\ufeffStreamID, ApprovalEmailAddress\r\n"
+        "90081726-8077-4A1B-8320-86986AC3E55C, you@you.net\r\n"
+        "\r\n"
+        "cb2f9262-daf5-4131-ba4f-8c857caeca34, them@who.org\r\n"
+        "90081726-8077-4a1b-8320-86986ac3e55c, boss@you.net\r\n",
+        encoding="utf-8",
+    )
+    text = GOOD + (
+        f'stream_approvers_csv = "{csv.as_posix()}"\n'
+        "[email.stream_approvers]\n"
+        '"90081726-8077-4a1b-8320-86986ac3e55c" = ["you@you.net", "lead@you.net"]\n'
+    )
+
+    email = load_settings(write(tmp_path, text)).email
+
+    assert email.approvers_for("90081726-8077-4A1B-8320-86986AC3E55C") == [
+        "you@you.net",
+        "lead@you.net",
+        "boss@you.net",
+    ]
+    assert email.approvers_for("cb2f9262-daf5-4131-ba4f-8c857caeca34") == ["them@who.org"]
+    assert email.approvers_for("00000000-0000-0000-0000-000000000000") == []
+
+
+def test_bad_csv_row_names_the_csv_file_and_line(tmp_path: Path) -> None:
+    """A CSV row without an address names the CSV file and its line number."""
+    csv = tmp_path / "approvers.csv"
+    csv.write_text("StreamID, ApprovalEmailAddress\nabc, not-an-address\n", encoding="utf-8")
+
+    message = load_error(write(tmp_path, GOOD + f'stream_approvers_csv = "{csv.as_posix()}"\n'))
+
+    assert f"{csv}:2: expected 'StreamID, email address'" in message
+    assert "email" in message
+
+
+def test_missing_csv_names_the_field(tmp_path: Path) -> None:
+    """A CSV path that does not exist names stream_approvers_csv."""
+    message = load_error(write(tmp_path, GOOD + 'stream_approvers_csv = "missing.csv"\n'))
+
+    assert "email: Value error, stream_approvers_csv missing.csv: No such file or directory" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD.replace("smtp_port = 587", 'smtp_port = "{secret}"'),
+        GOOD.replace('password = "{secret}"', 'password = ["{secret}"]'),
+        GOOD.replace('password = "{secret}"', 'pasword = "{secret}"'),
+        GOOD.replace('password = "{secret}"', 'password = "{secret}"\nsmtp_port = "x"'),
+        GOOD + '\n[versioning]\nenabled = true\nsecret_access_key = "{secret}"\naccess_key_id = 7\n',
+        GOOD.replace('password = "{secret}"', 'password = "{secret}\nbroken'),
+        GOOD.replace('username = "promoter"', "username = 12"),
+    ],
+    ids=[
+        "secret as a wrong-typed value",
+        "password of the wrong type",
+        "misspelt password key",
+        "other field wrong next to the password",
+        "s3 secret with bad key id",
+        "broken TOML in the password line",
+        "wrong username next to the password",
+    ],
+)
+def test_a_secret_never_appears_in_the_error(tmp_path: Path, text: str) -> None:
+    """Whatever fails, the message names file and field but never repeats a rejected value."""
+    message = load_error(write(tmp_path, text))
+
+    assert SECRET not in message
+
+
+def test_versioning_enabled_without_a_bucket_fails(tmp_path: Path) -> None:
+    """Versioning on with no bucket is refused at load, naming the versioning section."""
+    message = load_error(write(tmp_path, GOOD + "\n[versioning]\nenabled = true\n"))
+
+    assert "versioning: Value error, bucket is required when versioning is enabled" in message
+
+
+def test_s3_keys_come_in_pairs(tmp_path: Path) -> None:
+    """An access key id without its secret (or the reverse) is refused: boto3 would pick other credentials."""
+    message = load_error(write(tmp_path, GOOD + '\n[versioning]\naccess_key_id = "AKIA1"\n'))
+
+    assert "versioning: Value error, set both access_key_id and secret_access_key" in message
+
+
+@pytest.mark.parametrize("prefix", ["../escape/", "a//b/", "a\\\\b/"])
+def test_s3_prefix_must_be_a_plain_folder(tmp_path: Path, prefix: str) -> None:
+    """A prefix with "..", empty segments or backslashes is refused at load."""
+    message = load_error(write(tmp_path, GOOD + f'\n[versioning]\nprefix = "{prefix}"\n'))
+
+    assert "versioning.prefix" in message
+
+
+def test_s3_prefix_is_normalised(tmp_path: Path) -> None:
+    """A prefix without a trailing slash (or with a leading one) becomes a folder path."""
+    settings = load_settings(write(tmp_path, GOOD + '\n[versioning]\nprefix = "/qlik/apps"\n'))
+
+    assert settings.versioning.prefix == "qlik/apps/"
+
+
+def test_password_needs_a_username_and_tls(tmp_path: Path) -> None:
+    """A password is only ever sent after a username, over starttls or tls."""
+    no_user = load_error(write(tmp_path, GOOD.replace('username = "promoter"', "")))
+    plain = load_error(write(tmp_path, GOOD + 'security = "none"\n'))
+
+    assert "email: Value error, password is set but username is not" in no_user
+    assert "security = starttls or tls" in plain
+
+
+def test_source_is_not_a_target_alias(tmp_path: Path) -> None:
+    """A target site called "source" would be ambiguous with the source site: refused."""
+    message = load_error(write(tmp_path, GOOD + '\n[target_sites.source]\nhost = "x"\n'))
+
+    assert "target_sites" in message and "'source'" in message
+
+
+def test_unknown_site_lists_the_configured_ones(tmp_path: Path) -> None:
+    """Asking for a site that is not configured names the ones that are."""
+    settings = load_settings(write(tmp_path, GOOD))
+
+    with pytest.raises(SettingsError, match="unknown site 'qa'; configured: test, prod"):
+        settings.site("qa")
+
+
+def test_example_file_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """qs-promoter.example.toml loads as it is shipped."""
+    monkeypatch.chdir(tmp_path)  # relative paths in the example must not need to exist
+
+    settings = load_settings(EXAMPLE)
+
+    assert settings.source_site.host == "qlik-dev"
+    assert "test" in settings.target_sites
+
+
+def test_example_file_documents_every_field() -> None:
+    """Every field of every settings section appears in the example (set or commented out) in its section."""
+    documented = _documented_keys(EXAMPLE.read_text(encoding="utf-8"))
+
+    by_model: dict[type[BaseModel], set[str]] = {}  # [source_site] documents every site's keys
+    for section, model in _sections(Settings):
+        by_model.setdefault(model, set()).update(documented.get(section, set()))
+
+    missing = [
+        f"{model.__name__}.{name}"
+        for model, keys in by_model.items()
+        for name in model.model_fields
+        if name not in keys
+    ]
+
+    assert missing == []
+
+
+def _sections(model: type[BaseModel], path: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Each settings section as (TOML table path, model); dicts of sections appear as "<table>.*"."""
+    found = [(path, model)]
+    for name, field in model.model_fields.items():
+        target, sub = field.annotation, f"{path}.{name}" if path else name
+        if typing.get_origin(target) is dict and _is_model(typing.get_args(target)[1]):
+            found += _sections(typing.get_args(target)[1], f"{sub}.*")
+        elif _is_model(target):
+            found += _sections(target, sub)
+    return found
+
+
+def _is_model(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _documented_keys(text: str) -> dict[str, set[str]]:
+    """Keys per table, counting commented-out lines ("# key = ...") and sub-tables ([email.stream_approvers]).
+
+    Every [target_sites.<alias>] counts as the table "target_sites.*".
+    """
+    keys: dict[str, set[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        header = re.match(r"^#?\s*\[([A-Za-z0-9_.]+)\]\s*$", line)
+        if header:
+            section = re.sub(r"^target_sites\.[^.]+", "target_sites.*", header[1])
+            parent, _, name = header[1].rpartition(".")
+            parent, name = ("", "target_sites") if parent == "target_sites" else (parent, name)
+            keys.setdefault(parent, set()).add(name)
+            continue
+        key = re.match(r"^#?\s*([a-z0-9_]+)\s*=", line)
+        if key:
+            keys.setdefault(section, set()).add(key[1])
+    return keys

@@ -1,0 +1,1 @@
+"""Tests of the webhook: intake route, outbox, submitter, health, CLI."""

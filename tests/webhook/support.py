@@ -1,0 +1,216 @@
+"""Helpers of the webhook tests: settings, QRS-shaped changes, a real uvicorn, a switchable Prefect API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import uvicorn
+from fastapi import FastAPI
+from prefect import flow
+from prefect.client.orchestration import PrefectClient
+from pydantic import SecretStr
+
+from promoter.settings import Settings, SiteSettings, WebhookSettings
+from promoter.webhook.submitter import SubmitPolicy
+
+SECRET = "s3cret-for-tests-0123456789abcdef"
+TEST_DEPLOYMENT = "handle-app-change/webhook-tests"
+# Fast retries and polls: the behaviour is the production one, only the waits are shorter.
+FAST = SubmitPolicy(
+    max_in_flight=2,
+    poll_seconds=0.5,
+    first_backoff_seconds=0.05,
+    max_backoff_seconds=0.5,
+    attempt_timeout_seconds=1.5,
+)
+
+
+@flow(name="handle-app-change")
+def handle_app_change(app_id: str, trigger: str, change_id: str) -> None:
+    """Stands in for the real flow: the tests only check that runs are created, no worker runs them."""
+
+
+def make_settings(tmp_path: Path, **webhook: Any) -> Settings:
+    """Settings whose webhook has the test secret and an outbox under tmp_path; keywords override."""
+    values: dict[str, Any] = {"secret": SecretStr(SECRET), "outbox_path": tmp_path / "var" / "outbox.db"}
+    values.update(webhook)
+    return Settings(source_site=SiteSettings(host="dev.example"), webhook=WebhookSettings(**values))
+
+
+def unused_url() -> str:
+    """An API URL on a loopback port nobody listens on: every connection is refused."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/api"
+
+
+def client_for(api_url: str) -> Callable[[], PrefectClient]:
+    """A Prefect client factory for create_app (the server thread does not see the test's settings)."""
+    return lambda: PrefectClient(api=api_url)
+
+
+def notification(app_id: object, modified: str = "2026-05-01T12:00:00.000Z", **fields: Any) -> dict[str, Any]:
+    """One change entry exactly as QRS posts it (qrs-facts §2.5), for an App update by default."""
+    entry: dict[str, Any] = {
+        "changeType": 2,
+        "objectType": "App",
+        "objectID": str(app_id),
+        "changedProperties": ["modifiedDate"],
+        "engineID": "",
+        "engineType": "",
+        "originatorNodeID": "6b3a6fa8-6f3d-4211-9823-75976a88623d",
+        "originatorHostName": "dev.example",
+        "originatorContextID": None,
+        "createdDate": "2026-01-01T00:00:00.000Z",
+        "modifiedDate": modified,
+        "schemaPath": "ExternalChangeInfo",
+    }
+    entry.update(fields)
+    return entry
+
+
+def tcp_listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket that uvicorn can serve with TCP_NODELAY on each connection.
+
+    socket.create_server() makes a socket with proto 0, and asyncio sets TCP_NODELAY only on
+    sockets whose proto is IPPROTO_TCP: every keep-alive response with a body then waits ~40 ms
+    (Nagle's algorithm against delayed ACKs).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    return sock
+
+
+class _ThreadedServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the main thread keeps SIGINT
+        return
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run the app (with its lifespan) in uvicorn on a free loopback port; yields the base URL."""
+    sock = tcp_listener()
+    server = _ThreadedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported below, never lost in the thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="webhook-under-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"webhook did not start: {failure!r}")
+            time.sleep(0.005)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+async def wait_until(predicate: Callable[[], Any], within: float = 30.0, every: float = 0.05) -> Any:
+    """Poll an async or sync predicate until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(every)
+
+
+class SwitchableApi:
+    """A loopback TCP relay in front of the Prefect API. ``down()`` closes the port and cuts every
+    open connection, so the API is really unreachable at that URL; ``up()`` listens again."""
+
+    def __init__(self, target: str) -> None:
+        host_port = target.split("//", 1)[1].split("/", 1)[0]
+        self._target_host, port = host_port.rsplit(":", 1)
+        self._target_port = int(port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="prefect-relay", daemon=True)
+        self._thread.start()
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.Transport] = set()
+        self.port = 0
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def up(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
+
+    def down(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(5)
+
+    def close(self) -> None:
+        self.down()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for transport in list(self._transports):
+                transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self._target_host, self._target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = {writer.transport, up_writer.transport}
+        self._transports |= pair  # type: ignore[arg-type]
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._transports -= pair  # type: ignore[arg-type]
+            for transport in pair:
+                transport.abort()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
+
+
+def apply_deployment(name: str) -> UUID:
+    """Register handle-app-change under ``handle-app-change/<name>`` (no worker needed to create runs)."""
+    deployment = handle_app_change.to_deployment(name=name)
+    return deployment.apply()  # type: ignore[return-value]

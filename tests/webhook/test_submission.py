@@ -1,0 +1,373 @@
+"""From notification to flow run, against a real Prefect server: once per change, nothing lost.
+
+No worker runs: the tests check that the flow runs exist, with the right parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from contextlib import suppress
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from prefect import flow
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.objects import FlowRun
+
+from promoter.webhook.app import create_app
+from promoter.webhook.callbacks import ChangeKind
+from promoter.webhook.outbox import Notice, Outbox, OutboxEntry
+from promoter.webhook.submitter import Submitter
+from tests.webhook.support import (
+    FAST,
+    SECRET,
+    TEST_DEPLOYMENT,
+    SwitchableApi,
+    apply_deployment,
+    client_for,
+    make_settings,
+    notification,
+    serve,
+    unused_url,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def runs_for(prefect_api: str, deployment_id: UUID, app_ids: Iterable[object]) -> list[FlowRun]:
+    """The flow runs of the deployment whose app_id parameter is one of ``app_ids``."""
+    wanted = {str(a) for a in app_ids}
+    only_this = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+    found: list[FlowRun] = []
+    async with PrefectClient(api=prefect_api) as client:
+        while page := await client.read_flow_runs(flow_run_filter=only_this, limit=200, offset=len(found)):
+            found += page
+    return [run for run in found if run.parameters.get("app_id") in wanted]
+
+
+async def outbox_entries(path: Path) -> list[OutboxEntry]:
+    outbox = Outbox(path)
+    await outbox.open()
+    try:
+        return await outbox.entries()
+    finally:
+        await outbox.close()
+
+
+async def pending(path: Path) -> int:
+    return sum(e.flow_run_id is None for e in await outbox_entries(path))
+
+
+async def post(client: httpx.AsyncClient, kind: ChangeKind, body: list[dict[str, object]]) -> httpx.Response:
+    return await client.post(f"/qrs/{SECRET}/app-{kind}", json=body)
+
+
+async def test_a_notification_becomes_one_flow_run_with_the_change(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """An accepted app change is stored, then submitted: a flow run with app_id, trigger and change_id."""
+    settings = make_settings(tmp_path)
+    app_id = uuid4()
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            response = await post(client, "published", [notification(app_id, "2026-05-01T12:00:00.123Z")])
+            (entry,) = await wait_until(lambda: all_submitted(settings.webhook.outbox_path), within=30)
+
+    (run,) = await runs_for(prefect_api, change_deployment, [app_id])
+    key = f"published:{app_id}:2026-05-01T12:00:00.123Z"
+    assert response.status_code == 200
+    assert run.parameters == {"app_id": str(app_id), "trigger": "published", "change_id": key}
+    assert (run.idempotency_key, entry.flow_run_id) == (key, str(run.id))
+    assert json.loads(entry.payload)["objectID"] == str(app_id)
+
+
+async def all_submitted(path: Path) -> list[OutboxEntry] | None:
+    """Every entry of the outbox, once all of them have their flow run; None before."""
+    entries = await outbox_entries(path)
+    return entries if entries and all(e.flow_run_id for e in entries) else None
+
+
+async def test_ten_duplicate_notifications_make_one_flow_run(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """Ten identical notifications, some arriving after the run was created, give exactly one flow run."""
+    settings = make_settings(tmp_path)
+    app_id = uuid4()
+    body = [notification(app_id, "2026-05-02T08:30:00.000Z")]
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            first = await asyncio.gather(*(post(client, "updated", body) for _ in range(5)))
+            await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+            later = await asyncio.gather(*(post(client, "updated", body) for _ in range(5)))
+            entries = await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+
+    runs = await runs_for(prefect_api, change_deployment, [app_id])
+    assert [r.status_code for r in first + later] == [200] * 10
+    assert (len(entries), len(runs)) == (10, 1)
+    assert {e.flow_run_id for e in entries} == {str(runs[0].id)}
+
+
+async def test_a_burst_for_one_app_is_collapsed_into_a_run_for_the_newest_change(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """Changes of one app and kind that wait together become one run, keyed by the newest modifiedDate."""
+    settings = make_settings(tmp_path)
+    app_id = uuid4()
+    dates = [f"2026-05-03T09:00:0{i}.000Z" for i in range(5)]
+    # Prefect is unreachable while the burst arrives, so all five are waiting when it is back.
+    down = create_app(settings, prefect_client_factory=client_for(unused_url()), submit_policy=FAST)
+    with serve(down) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            for date in dates:
+                await post(client, "reloaded", [notification(app_id, date)])
+    up = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        submit_policy=FAST,
+    )
+    with serve(up):
+        entries = await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+
+    (run,) = await runs_for(prefect_api, change_deployment, [app_id])
+    assert run.idempotency_key == f"reloaded:{app_id}:{dates[-1]}"
+    assert [e.flow_run_id for e in entries] == [str(run.id)] * 5
+
+
+@pytest.mark.slow
+async def test_prefect_down_keeps_every_notification_and_submits_each_once_when_back(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID, switchable_api: SwitchableApi
+) -> None:
+    """While the Prefect API is unreachable, 50 notifications are acked and kept; once it is back,
+    each becomes exactly one flow run."""
+    settings = make_settings(tmp_path)
+    warm_up, *app_ids = [uuid4() for _ in range(51)]
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(switchable_api.url),
+        deployment_name=TEST_DEPLOYMENT,
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            # A first run while the API is up, so the client has a live connection to lose.
+            await post(client, "updated", [notification(warm_up)])
+            await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+
+            switchable_api.down()
+            responses = await asyncio.gather(
+                *(post(client, "updated", [notification(app_id)]) for app_id in app_ids)
+            )
+            # The submitter really tried (and failed) while the API was gone.
+            await wait_until(lambda: _has_failed_attempts(settings.webhook.outbox_path), within=30, every=0.1)
+            held = await pending(settings.webhook.outbox_path)
+            health_down = (await client.get("/healthz")).json()
+
+            switchable_api.up()
+            await wait_until(lambda: _none_pending(settings.webhook.outbox_path), within=60, every=0.1)
+
+    runs = await runs_for(prefect_api, change_deployment, app_ids)
+    assert [r.status_code for r in responses] == [200] * 50
+    assert (held, health_down["outbox_depth"], health_down["prefect_api_reachable"]) == (50, 50, False)
+    assert sorted(r.parameters["app_id"] for r in runs) == sorted(str(a) for a in app_ids)
+
+
+async def _has_failed_attempts(path: Path) -> bool:
+    return any(e.attempts > 0 and e.last_error for e in await outbox_entries(path))
+
+
+async def _none_pending(path: Path) -> bool:
+    return await pending(path) == 0
+
+
+async def test_entries_left_by_a_previous_process_are_submitted_after_restart(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """Notifications stored while Prefect was unreachable are submitted by the next process on start."""
+    settings = make_settings(tmp_path)
+    app_id = uuid4()
+    down = create_app(settings, prefect_client_factory=client_for(unused_url()), submit_policy=FAST)
+    with serve(down) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [notification(app_id)])
+    left_behind = await pending(settings.webhook.outbox_path)
+
+    up = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        submit_policy=FAST,
+    )
+    with serve(up):
+        await wait_until(lambda: _none_pending(settings.webhook.outbox_path))
+
+    assert (left_behind, len(await runs_for(prefect_api, change_deployment, [app_id]))) == (1, 1)
+
+
+async def test_the_relevance_check_removes_changes_that_need_no_run(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """A change the relevance check rejects is removed without a flow run; an accepted one gets its run."""
+    settings = make_settings(tmp_path)
+    boring, approved = uuid4(), uuid4()
+    asked: list[tuple[str, str]] = []
+
+    async def relevant(app_id: str, kind: str) -> tuple[bool, str]:
+        asked.append((app_id, kind))
+        return (app_id == str(approved), "no approval properties set")
+
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        relevant=relevant,
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [notification(boring), notification(approved)])
+            await wait_until(lambda: _none_pending(settings.webhook.outbox_path))
+    entries = await outbox_entries(settings.webhook.outbox_path)
+
+    runs = await runs_for(prefect_api, change_deployment, [boring, approved])
+    assert sorted(asked) == sorted([(str(boring), "updated"), (str(approved), "updated")])
+    assert [r.parameters["app_id"] for r in runs] == [str(approved)]
+    assert [e.app_id for e in entries] == [str(approved)]
+
+
+async def test_a_redeployed_deployment_is_found_again(tmp_path: Path, prefect_api: str) -> None:
+    """After the deployment is deleted and applied again (new id), the next run goes to the new one."""
+    settings = make_settings(tmp_path)
+    first_app, second_app = uuid4(), uuid4()
+    old_id = await asyncio.to_thread(apply_deployment, "webhook-tests-redeploy")
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name="handle-app-change/webhook-tests-redeploy",
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [notification(first_app)])
+            await wait_until(lambda: _none_pending(settings.webhook.outbox_path))
+            async with PrefectClient(api=prefect_api) as prefect:
+                await prefect.delete_deployment(old_id)
+            new_id = await asyncio.to_thread(apply_deployment, "webhook-tests-redeploy")
+            await post(client, "updated", [notification(second_app)])
+            await wait_until(lambda: _none_pending(settings.webhook.outbox_path))
+
+    assert old_id != new_id
+    assert len(await runs_for(prefect_api, new_id, [second_app])) == 1
+
+
+async def test_healthz_reports_outbox_prefect_and_subscriptions(tmp_path: Path, prefect_api: str) -> None:
+    """/healthz shows the outbox depth and age, whether Prefect answers, and the keeper's last check."""
+    settings = make_settings(tmp_path)
+    state_file = tmp_path / "subscriptions.json"
+    state_file.write_text(json.dumps({"checked_at": "2026-05-01T12:00:00+00:00"}), encoding="utf-8")
+    live = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        last_subscription_check=state_file,
+        submit_policy=FAST,
+    )
+    with serve(live) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            healthy = (await client.get("/healthz")).json()
+
+    dead = create_app(settings, prefect_client_factory=client_for(unused_url()), submit_policy=FAST)
+    with serve(dead) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [notification(uuid4())])
+            waiting = await client.get("/healthz")
+
+    assert (healthy["status"], healthy["prefect_api_reachable"], healthy["outbox_depth"]) == ("ok", True, 0)
+    assert healthy["last_subscription_check"] == "2026-05-01T12:00:00Z"
+    assert waiting.status_code == 200
+    body = waiting.json()
+    assert (body["outbox_depth"], body["prefect_api_reachable"], body["last_subscription_check"]) == (
+        1,
+        False,
+        None,
+    )
+    assert body["oldest_entry_age_seconds"] >= 0
+
+
+async def test_the_submitter_drains_an_outbox_on_its_own(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID
+) -> None:
+    """Without the webhook: open the outbox, give the submitter a client, run it until the outbox is empty."""
+    apps = [uuid4(), uuid4(), uuid4()]
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    try:
+        await outbox.append(
+            [Notice(str(a), "updated", "2026-05-04T10:00:00.000Z", json.dumps(notification(a))) for a in apps]
+        )
+        async with PrefectClient(api=prefect_api) as prefect:
+            submitter = Submitter(outbox, prefect, deployment_name=TEST_DEPLOYMENT, policy=FAST)
+            running = asyncio.create_task(submitter.run())
+            await wait_until(lambda: _outbox_empty(outbox))
+            running.cancel()
+            with suppress(asyncio.CancelledError):
+                await running
+    finally:
+        await outbox.close()
+
+    assert (submitter.submitted, len(await runs_for(prefect_api, change_deployment, apps))) == (3, 3)
+
+
+async def _outbox_empty(outbox: Outbox) -> bool:
+    return (await outbox.stats()).depth == 0
+
+
+@flow(name="handle-app-change-strict")
+def strict_flow(app: int) -> None:
+    """A flow whose parameters do not match what the webhook sends."""
+
+
+async def test_a_change_prefect_refuses_stays_in_the_outbox(tmp_path: Path, prefect_api: str) -> None:
+    """When Prefect refuses a run (here: parameters the deployment does not accept), the entry is kept,
+    with its attempts counted and Prefect's reason recorded."""
+    await asyncio.to_thread(lambda: strict_flow.to_deployment(name="webhook-tests").apply())
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    try:
+        await outbox.append([Notice(str(uuid4()), "updated", "2026-05-04T10:00:00.000Z", "{}")])
+        async with PrefectClient(api=prefect_api) as prefect:
+            submitter = Submitter(
+                outbox, prefect, deployment_name="handle-app-change-strict/webhook-tests", policy=FAST
+            )
+            running = asyncio.create_task(submitter.run())
+            (entry,) = await wait_until(lambda: _refused_entries(outbox))
+            running.cancel()
+            with suppress(asyncio.CancelledError):
+                await running
+    finally:
+        await outbox.close()
+
+    assert (entry.flow_run_id, entry.attempts >= 1, submitter.submitted) == (None, True, 0)
+    assert "HTTP 4" in (entry.last_error or "")
+
+
+async def _refused_entries(outbox: Outbox) -> list[OutboxEntry]:
+    return [e for e in await outbox.entries() if (e.last_error or "").startswith("HTTP 4")]
