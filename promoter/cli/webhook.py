@@ -72,13 +72,16 @@ def serve(
     import uvicorn
 
     from promoter.webhook.app import create_app
+    from promoter.webhook.relevance import qrs_relevance
 
     if (tls_cert is None) != (tls_key is None):
         typer.echo("error: --tls-cert and --tls-key go together", err=True)
         raise typer.Exit(2)
     try:
         settings = load_settings(config)
-        application = create_app(settings, last_subscription_check=subscription_state)
+        application = create_app(
+            settings, relevant=qrs_relevance(settings), last_subscription_check=subscription_state
+        )
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

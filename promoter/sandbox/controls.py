@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("status", "latency", "reset", "abort")
+ACTIONS = ("status", "latency", "reset", "abort", "lose_answer")
 _ids = itertools.count(1)
 
 
@@ -155,6 +155,15 @@ class SiteControls:
                 elif rule.action == "reset":
                     controls.reset_connection(scope)
                     return
+            if rule is not None and rule.action == "lose_answer":
+                # The request is carried out, then the connection dies before the answer: the
+                # caller cannot tell whether it happened (a lost 201 after an upload, say).
+                async def swallow(message: Message) -> None:
+                    return
+
+                await app(scope, receive, swallow)
+                controls.reset_connection(scope)
+                return
             receive, send = controls._throttled(scope, receive, send, rule)
             with contextlib.suppress(TransferAborted):
                 await app(scope, receive, send)

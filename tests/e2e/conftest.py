@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 from pydantic import SecretStr
 
 from promoter.ledger import Ledger
+from promoter.qrs.client import QrsClient
+from promoter.qrs.models import App
+from promoter.sandbox.controls import FaultRule
 from promoter.sandbox.s3 import S3Sandbox
-from promoter.sandbox.server import Sandbox
+from promoter.sandbox.server import Sandbox, SandboxSite
 from promoter.sandbox.smtp import SmtpSandbox
-from promoter.sandbox.world import MANAGER, World, build_world
+from promoter.sandbox.synthetic import make_app_file
+from promoter.sandbox.world import MANAGER, REP, Person, World, build_world, publish_as, set_properties
 from promoter.settings import Settings, WebhookSettings, write_settings
 
 # Prefect's in-process engine leaves sockets of its own API clients (log and event workers,
@@ -34,12 +42,86 @@ class Stage:
     config: Path
     world: World
     tmp: Path
+    _files: Iterator[int] = field(default_factory=itertools.count)
 
     def ledger(self) -> Ledger:
         return Ledger(self.settings.ledger_url)
 
-    def site(self, name: str):
+    def site(self, name: str) -> SandboxSite:
         return self.sandbox.sites[name]
+
+    def reconfigure(self, **sections: dict[str, Any]) -> Settings:
+        """Change settings sections (``unpublish={"auto": False}``) in the file every run reads."""
+        updates = {
+            name: getattr(self.settings, name).model_copy(update=values) for name, values in sections.items()
+        }
+        self.settings = self.settings.model_copy(update=updates)
+        write_settings(self.settings, self.config)
+        return self.settings
+
+    def app_file(self, size: int = 64 * 1024, *, seed: str = "app", data: bool = True) -> Path:
+        """A synthetic QVF: metadata, then (``data``) a data part that an export without data drops."""
+        path = self.tmp / "apps" / f"{next(self._files)}.qvf"
+        return make_app_file(path, size, metadata_bytes=4096 if data else size, seed=seed)
+
+    async def publish(self, name: str, file: Path | None = None, *, person: Person = REP) -> App:
+        """``person`` uploads an app and publishes it to the Sales stream on dev."""
+        app_file = file or self.app_file(seed=name)
+        return await publish_as(self.settings, person, app_file, name, self.world.sales_stream_id)
+
+    async def approve(
+        self,
+        app_id: UUID,
+        servers: list[str],
+        streams: list[str],
+        *,
+        by: Person = MANAGER,
+        verdict: str = "Approve",
+        **more: list[str],
+    ) -> App:
+        """``by`` sets PromoteToServer, PromoteToStream and PromotionApproval (and ``more``) in the QMC."""
+        values = {"PromoteToServer": servers, "PromoteToStream": streams, "PromotionApproval": [verdict]}
+        return await set_properties(self.settings, by, app_id, self.world, {**values, **more})
+
+    async def apps(self, site: str) -> list[App]:
+        """Every app on a site ("source" or a target alias), read through QRS."""
+        async with QrsClient.for_site(self.settings, site) as qrs:
+            return await qrs.apps()
+
+    async def seed_target(self, site: str, name: str, stream: str, file: Path) -> App:
+        """An app already published on a target site, as an admin put it there before qs-promoter."""
+        async with QrsClient.for_site(self.settings, site) as qrs:
+            app = await qrs.upload_app(file, name)
+            return await qrs.publish_app(app.id, self.world.target_streams[site][stream])
+
+    def mails(self) -> list[EmailMessage]:
+        return [received.message for received in self.smtp.messages]
+
+    def subjects(self) -> list[str]:
+        return sorted(str(m["Subject"]) for m in self.mails())
+
+
+class UploadCounter:
+    """Counts the app uploads a site receives, at its HTTP edge.
+
+    A sandbox fault rule counts down the requests it matches; a zero-second "latency" rule
+    changes nothing else about them, so it is an honest counter of POST /qrs/app/upload.
+    """
+
+    START = 1_000_000
+
+    def __init__(self, site: SandboxSite) -> None:
+        self.rule: FaultRule = site.add_fault(
+            "latency", method="POST", path=r"^/qrs/app/upload$", seconds=0.0, count=self.START
+        )
+
+    @property
+    def uploads(self) -> int:
+        return self.START - (self.rule.count or 0)
+
+
+def counting_uploads(stage: Stage, *sites: str) -> dict[str, UploadCounter]:
+    return {name: UploadCounter(stage.site(name)) for name in sites}
 
 
 @pytest.fixture

@@ -342,21 +342,18 @@ async def test_an_upload_cut_mid_transfer_is_repeated_once(
 
 
 async def test_an_upload_whose_answer_is_lost_is_adopted(
-    sandbox_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """QRS stores the upload but its answer never arrives (read timeout): the app is adopted, not doubled."""
-    impatient = sandbox_settings.source_site.model_copy(update={"transfer_timeout_seconds": 0.0001})
+    """QRS stores the upload but its answer never arrives (connection lost): the app is adopted, not doubled."""
     file = make_app_file(tmp_path / "small.qvf", 20_000)
-    patience = RetryPolicy(attempts=4, base_delay=0.2, max_delay=0.5)
+    fault = sandbox.sites["dev"].add_fault("lose_answer", method="POST", path="^/qrs/app/upload$", count=1)
 
     with caplog.at_level(logging.DEBUG, logger="promoter.qrs"):
-        async with QrsClient(
-            impatient, sandbox_settings.cert_dir("source"), name="source", retry=patience
-        ) as dev:
+        async with connect(sandbox_settings) as dev:
             app = await dev.upload_app(file, "tmp-upload-lost-answer")
             same_name = await dev.count("app", eq("name", "tmp-upload-lost-answer"))
 
-    assert (app.name, same_name) == ("tmp-upload-lost-answer", 1)
+    assert (fault.count, app.name, same_name) == (0, "tmp-upload-lost-answer", 1)
     assert "landed although its answer was lost" in caplog.text
 
 

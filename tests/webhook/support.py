@@ -6,8 +6,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.client.orchestration import PrefectClient
 from pydantic import SecretStr
 
+from promoter.sandbox.serving import serve_in_thread
 from promoter.settings import Settings, SiteSettings, WebhookSettings
 from promoter.webhook.submitter import SubmitPolicy
 
@@ -77,51 +78,9 @@ def notification(app_id: object, modified: str = "2026-05-01T12:00:00.000Z", **f
     return entry
 
 
-def tcp_listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening socket that uvicorn can serve with TCP_NODELAY on each connection.
-
-    socket.create_server() makes a socket with proto 0, and asyncio sets TCP_NODELAY only on
-    sockets whose proto is IPPROTO_TCP: every keep-alive response with a body then waits ~40 ms
-    (Nagle's algorithm against delayed ACKs).
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(512)
-    return sock
-
-
-class _ThreadedServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the main thread keeps SIGINT
-        return
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
+def serve(app: FastAPI) -> AbstractContextManager[str]:
     """Run the app (with its lifespan) in uvicorn on a free loopback port; yields the base URL."""
-    sock = tcp_listener()
-    server = _ThreadedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # reported below, never lost in the thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="webhook-under-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"webhook did not start: {failure!r}")
-            time.sleep(0.005)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    return serve_in_thread(uvicorn.Config(app, log_level="warning", lifespan="on"))
 
 
 async def wait_until(predicate: Callable[[], Any], within: float = 30.0, every: float = 0.05) -> Any:

@@ -1,0 +1,298 @@
+"""Find what no notification announced, and temporary uploads that a failed promotion left behind.
+
+Notifications are lost while the webhook is down, and QRS drops subscriptions when it
+restarts. Reconcile looks at the source site itself:
+
+- a scan of published apps that carry the approval or promote-on-reload properties (or the
+  reload tag): an approval waits on the app until it is handled, so the scan needs no window;
+- the changes QRS journaled since the last successful reconcile (``/qrs/notification/changes``),
+  for what leaves no lasting mark on the app: a reload of a promote-on-reload app, a publish
+  that alerts approvers, an unpublished app that still carries the reload tag.
+
+The pure rules (``decide``) pick the requests; those whose key the ledger has not seen are
+submitted, each under an idempotency key derived from its request key, so a request is never
+run twice by reconcile however often it is found. The first reconcile (no mark yet) submits
+approvals only: reloads and publishes from before the service ran are history, not requests.
+
+The sweep removes unpublished apps named ``<name> [qs-promoter <token>]`` (see
+``provenance.upload_name``) older than an hour from the target sites, except uploads of
+requests the ledger shows as still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from promoter.approval import Action, Trigger, approval_key, decide, is_relevant
+from promoter.errors import QrsBadRequest, QrsNotFound
+from promoter.ledger import Ledger, UtcDateTime, handled
+from promoter.provenance import upload_token
+from promoter.qrs.client import QrsClient
+from promoter.qrs.filters import all_of, any_of, eq, literal
+from promoter.qrs.models import NEVER, App, ChangeType, Stream, format_qrs_time, qrs_now
+from promoter.settings import Settings
+
+T = TypeVar("T")
+Log = logging.Logger | logging.LoggerAdapter[Any]
+
+DEFAULT_DEPLOYMENT = "handle-app-change/qs-promoter"
+# Our clock and the QRS server's may differ; the journal window overlaps by this much.
+CLOCK_SKEW = timedelta(minutes=5)
+# A claim older than the change flow's timeout belongs to a run that is surely over.
+LONGEST_RUN = timedelta(hours=6)
+# Ids per filter when reading changed apps: keeps the query well below URL length limits.
+IDS_PER_QUERY = 25
+TEMPORARY_MARK = "[qs-promoter "
+_TEMPORARY_NAME = re.compile(r" \[qs-promoter ([0-9a-f]{12})\]\Z")
+
+metadata = sa.MetaData()
+marks = sa.Table(
+    "reconcile_marks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+)
+SOURCE_MARK = "source"
+
+
+@dataclass(frozen=True, slots=True)
+class MissedRequest:
+    """A request found on the source site: an approval, reload or publish to hand to handle-app-change."""
+
+    app_id: UUID
+    app_name: str
+    trigger: Trigger
+    key: str  # the ledger's request key (approval_key)
+    reason: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"reconcile:{self.key}"
+
+    def parameters(self) -> dict[str, str]:
+        """handle-app-change's parameters (no secrets)."""
+        return {"app_id": str(self.app_id), "trigger": self.trigger, "change_id": self.idempotency_key}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSurvey:
+    """What reconcile read from the source site."""
+
+    apps: list[App]
+    streams: dict[UUID, Stream] = field(default_factory=dict)
+    scanned: int = 0  # apps found by the property scan
+    changed: int = 0  # apps named by the change journal
+
+
+# -- pure rules ------------------------------------------------------------------------------
+
+
+def window_start(last_success: datetime | None, settle: timedelta) -> datetime | None:
+    """Where the journal window starts: the last success, less the settle time and clock skew."""
+    return None if last_success is None else last_success - settle - CLOCK_SKEW
+
+
+def _after(moment: datetime | None, since: datetime) -> bool:
+    return moment is not None and moment > NEVER and moment > since
+
+
+def find_missed(
+    apps: Iterable[App],
+    settings: Settings,
+    *,
+    since: datetime | None,
+    now: datetime,
+    settle: timedelta,
+    streams: Mapping[UUID, Stream] | None = None,
+) -> list[MissedRequest]:
+    """The requests these apps carry, as the rules decide them.
+
+    An app changed within ``settle`` of ``now`` is left to its notification for now (the next
+    reconcile looks again). Reloads and publishes count only after ``since``; with ``since``
+    None (never reconciled) only approvals and tag changes are looked for.
+    """
+    found: list[MissedRequest] = []
+    for app in apps:
+        if app.modified_date is not None and app.modified_date > now - settle:
+            continue
+        decision = decide(app, "updated", settings)
+        if decision.action is not Action.IGNORE:
+            key = approval_key(app, settings, "updated")
+            found.append(MissedRequest(app.id, app.name, "updated", key, decision.reason))
+        if since is None:
+            continue
+        if settings.promote_on_reload.enabled and _after(app.last_reload_time, since):
+            decision = decide(app, "reloaded", settings)
+            if decision.action is Action.PROMOTE_ON_RELOAD:
+                key = approval_key(app, settings, "reloaded")
+                found.append(MissedRequest(app.id, app.name, "reloaded", key, decision.reason))
+        if app.stream is not None and _after(app.publish_time, since):
+            decision = decide(app, "published", settings, (streams or {}).get(app.stream.id))
+            if decision.action is Action.ALERT_PUBLISH:
+                key = approval_key(app, settings, "published")
+                found.append(MissedRequest(app.id, app.name, "published", key, decision.reason))
+    return found
+
+
+def temporary_token(name: str) -> str | None:
+    """The upload token in a temporary upload's name, or None for any other app."""
+    match = _TEMPORARY_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def running_upload_tokens(request_keys: Iterable[str], sites: Iterable[str]) -> set[str]:
+    """The upload tokens that running requests use (or may still use) on these sites."""
+    sites = list(sites)
+    return {upload_token(key, site) for key in request_keys for site in sites}
+
+
+def leftover_uploads(
+    apps: Iterable[App], *, now: datetime, min_age: timedelta, protected: set[str]
+) -> list[App]:
+    """Temporary uploads nobody will finish: unpublished, older than ``min_age``, not of a running request."""
+    leftovers = []
+    for app in apps:
+        token = temporary_token(app.name)
+        if token is None or token in protected or app.published:
+            continue
+        if app.created_date is not None and app.created_date < now - min_age:
+            leftovers.append(app)
+    return leftovers
+
+
+# -- reading the sites -----------------------------------------------------------------------
+
+
+def scan_filter(settings: Settings) -> str:
+    """Published apps with an approval or promote-on-reload value, or the reload tag."""
+    names = settings.properties
+    carries = any_of(
+        eq("customProperties.definition.name", names.promotion_approval),
+        eq("customProperties.definition.name", names.promote_on_reload),
+        eq("tags.name", names.reload_tag),
+    )
+    return all_of(eq("published", True), carries)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _by_ids(qrs: QrsClient, ids: Iterable[UUID]) -> list[App]:
+    found: list[App] = []
+    for chunk in _chunks(sorted(ids, key=str), IDS_PER_QUERY):
+        found += await qrs.apps(any_of(*(eq("id", i) for i in chunk)))
+    return found
+
+
+async def _streams(qrs: QrsClient, ids: Iterable[UUID]) -> dict[UUID, Stream]:
+    streams: dict[UUID, Stream] = {}
+    for chunk in _chunks(sorted(ids, key=str), IDS_PER_QUERY):
+        streams.update((s.id, s) for s in await qrs.streams(any_of(*(eq("id", i) for i in chunk))))
+    return streams
+
+
+async def survey_source(qrs: QrsClient, settings: Settings, since: datetime | None) -> SourceSurvey:
+    """The source apps worth a look: the property scan plus the apps journaled as changed since ``since``."""
+    try:
+        scanned = await qrs.apps(scan_filter(settings))
+    except QrsBadRequest:
+        # A QRS that cannot filter on custom property names: read every published app instead.
+        scanned = await qrs.apps(eq("published", True))
+    apps = {app.id: app for app in scanned if is_relevant(app, settings)}
+    scanned_count = len(apps)
+    changed_ids: set[UUID] = set()
+    if since is not None:
+        changes = await qrs.changes_since(since, ["App"])
+        changed_ids = {c.id for c in changes if c.change_type != ChangeType.DELETE}
+        for app in await _by_ids(qrs, changed_ids - apps.keys()):
+            apps[app.id] = app
+    streams: dict[UUID, Stream] = {}
+    if since is not None:
+        published_since = {a.stream.id for a in apps.values() if a.stream and _after(a.publish_time, since)}
+        streams = await _streams(qrs, published_since)
+    return SourceSurvey(list(apps.values()), streams, scanned_count, len(changed_ids))
+
+
+async def temporary_uploads(qrs: QrsClient) -> list[App]:
+    """Unpublished apps whose name carries the temporary upload mark (the pure check decides)."""
+    return await qrs.apps(all_of(f"name so {literal(TEMPORARY_MARK)}", eq("published", False)))
+
+
+async def sweep_leftovers(qrs: QrsClient, *, min_age: timedelta, protected: set[str], log: Log) -> list[App]:
+    """Delete one site's leftover temporary uploads; returns the apps deleted."""
+    leftovers = leftover_uploads(
+        await temporary_uploads(qrs), now=qrs_now(), min_age=min_age, protected=protected
+    )
+    deleted = []
+    for app in leftovers:
+        try:
+            await qrs.delete_app(app.id)
+        except QrsNotFound:
+            continue  # gone meanwhile: what we wanted
+        created = format_qrs_time(app.created_date) if app.created_date else "?"
+        log.info(
+            "%s: deleted leftover temporary upload %s (%r, created %s)", qrs.name, app.id, app.name, created
+        )
+        deleted.append(app)
+    return deleted
+
+
+# -- what reconcile remembers ----------------------------------------------------------------
+
+
+class ReconcileRecord:
+    """The last successful reconcile and the ledger's handled requests, in the ledger database."""
+
+    def __init__(self, ledger_url: str) -> None:
+        self._ledger = Ledger(ledger_url)
+        self.engine = self._ledger.engine
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self._ledger.close()
+
+    def __enter__(self) -> ReconcileRecord:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def last_success(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(marks.c.at).where(marks.c.name == SOURCE_MARK)).first()
+        return row.at if row else None
+
+    def mark_success(self, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(sa.update(marks).where(marks.c.name == SOURCE_MARK).values(at=at)).rowcount == 0:
+                conn.execute(sa.insert(marks).values(name=SOURCE_MARK, at=at))
+
+    def unhandled(self, keys: Iterable[str]) -> set[str]:
+        """The keys the ledger has no record of (claimed, running or finished ones are handled)."""
+        wanted = set(keys)
+        seen: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(wanted), 500):
+                seen.update(
+                    row.key for row in conn.execute(sa.select(handled.c.key).where(handled.c.key.in_(chunk)))
+                )
+        return wanted - seen
+
+    def running(self, now: datetime | None = None) -> list[str]:
+        """Request keys claimed and not finished, claimed recently enough that their run may be alive."""
+        claimed_after = (now or datetime.now(UTC)) - LONGEST_RUN
+        query = sa.select(handled.c.key).where(
+            handled.c.finished_at.is_(None), handled.c.claimed_at > claimed_after
+        )
+        with self.engine.connect() as conn:
+            return [row.key for row in conn.execute(query)]

@@ -1,0 +1,65 @@
+"""Duplicate end to end: one upload per site, server-side copies for further streams, missing streams reported."""
+
+from __future__ import annotations
+
+import json
+import time
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from promoter.flows.handle import handle_app_change
+from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
+
+pytestmark = IN_PROCESS_FLOWS
+
+
+async def artifact_rows(key: str) -> list[dict[str, str]]:
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact {key}"
+    data = found[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+async def test_duplicate_to_two_sites_uploads_once_per_site_and_reports_the_missing_stream(
+    stage: Stage,
+) -> None:
+    """Duplicate to test (Everyone, Review) and prod (Everyone; no Review there): one upload per site,
+    a server-side copy for the second stream, and Review-on-prod reported in the email, artifact and ledger."""
+    file = stage.app_file(512 * 1024, seed="dup")
+    app = await stage.publish("Pipeline", file)
+    await stage.approve(app.id, ["test - Duplicate", "prod - Duplicate"], ["Everyone", "Review"])
+    uploads = counting_uploads(stage, "test", "prod")
+
+    started = time.perf_counter()
+    await handle_app_change(app.id, "updated")
+    elapsed = time.perf_counter() - started
+
+    test_apps, prod_apps = await stage.apps("test"), await stage.apps("prod")
+    streams = stage.world.target_streams
+    assert sorted((a.name, a.stream.id if a.stream else None) for a in test_apps) == sorted(
+        [("Pipeline", streams["test"]["Everyone"]), ("Pipeline", streams["test"]["Review"])]
+    )
+    assert [(a.name, a.stream.id if a.stream else None) for a in prod_apps] == [
+        ("Pipeline", streams["prod"]["Everyone"])
+    ]
+    assert {"test": 1, "prod": 1} == {name: counter.uploads for name, counter in uploads.items()}
+    copies = [a for a in test_apps if a.source_app_id not in (None, UUID(int=0))]
+    assert len(copies) == 1, "the second stream on test gets a server-side copy of the upload"
+    uploaded_bytes = {a.file_size for a in [*test_apps, *prod_apps]}
+    assert uploaded_bytes == {file.stat().st_size}
+
+    results = next(m for m in stage.mails() if str(m["Subject"]).startswith("[qs-promoter] Promoted"))
+    text = results.get_body(("plain",)).get_content()
+    assert "Stream Review does not exist on this site" in text
+    rows = await artifact_rows(f"promotion-{app.id}")
+    assert {"site": "prod", "stream": "Review", "result": "stream missing"}.items() <= next(
+        r for r in rows if r["result"] == "stream missing"
+    ).items()
+    with stage.ledger() as ledger:
+        prod = next(r for r in ledger.site_results() if r.site == "prod")
+    assert (prod.status, prod.streams) == ("done", ("Everyone",))
+    assert "Review" in prod.error
+    print(f"\nduplicate to 2 sites: {elapsed:.2f} s; {file.stat().st_size} bytes uploaded per site")
