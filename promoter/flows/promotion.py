@@ -224,8 +224,7 @@ async def deliver(
                         )
                     )
                 for stream in plan.copy_to:
-                    copy = await site.copy_app(target.site, upload.id, app.name)
-                    await site.publish_app(target.site, copy.id, stream.id, app.name)
+                    copy = await site.publish_copy(target.site, upload.id, stream.id, app.name)
                     await site.describe_app(target.site, copy.id, description)
                     placements.append(Placement(stream.id, stream.name, copy.id, "copied"))
                 if plan.publish_upload_to is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -38,6 +39,17 @@ async def upload_once(qrs: QrsClient, path: Path, name: str) -> App:
         if app.name == name:
             return app
     return await qrs.upload_app(path, name)
+
+
+async def publish_copy(qrs: QrsClient, app_id: UUID, stream_id: UUID, name: str) -> App:
+    """Copy the app on the server and publish the copy; a copy that cannot be published is deleted."""
+    copy = await qrs.copy_app(app_id, name)
+    try:
+        return await qrs.publish_app(copy.id, stream_id, name)
+    except BaseException:
+        with contextlib.suppress(QrsError):
+            await qrs.delete_app(copy.id)
+        raise
 
 
 async def set_tag(qrs: QrsClient, app_id: UUID, tag_name: str, *, present: bool) -> App:

@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,6 +76,9 @@ class SiteControls:
         # Open connections by client address, registered by the server's protocol class, so a
         # fault can reset the very TCP connection of a request.
         self.connections: dict[tuple[str, int], asyncio.Transport] = {}
+        # What crossed the wire: "bytes in"/"bytes out" of request and response bodies, and one
+        # count per "METHOD /path", so tests and benchmarks can count uploads and bytes honestly.
+        self.traffic: Counter[str] = Counter()
 
     # ---- changing the controls ----------------------------------------------------------------
 
@@ -144,6 +148,8 @@ class SiteControls:
                     return
                 await PlainTextResponse("Service Unavailable", status_code=503)(scope, receive, send)
                 return
+            with controls._lock:
+                controls.traffic[f"{scope['method']} {scope['path']}"] += 1
             rule = controls._pick_fault(scope["method"], scope["path"])
             if rule is not None:
                 log.info("sandbox fault %s on %s %s", rule.action, scope["method"], scope["path"])
@@ -181,6 +187,8 @@ class SiteControls:
 
         async def pace(direction: str, size: int) -> None:
             counts[direction] += size
+            with controls._lock:
+                controls.traffic[f"bytes {direction}"] += size
             rate = controls.bandwidth
             if rate:
                 due = started + counts[direction] / rate - time.monotonic()
@@ -257,6 +265,10 @@ class SiteControls:
         async def notifications(request: Request) -> Response:
             return JSONResponse(deliveries())
 
+        async def traffic(request: Request) -> Response:
+            with controls._lock:
+                return JSONResponse(dict(controls.traffic))
+
         return [
             Route("/sandbox/restart", restart, methods=["POST"]),
             Route("/sandbox/faults", add_fault, methods=["POST"]),
@@ -264,6 +276,7 @@ class SiteControls:
             Route("/sandbox/faults", clear_faults, methods=["DELETE"]),
             Route("/sandbox/bandwidth", bandwidth, methods=["PUT"]),
             Route("/sandbox/notifications", notifications, methods=["GET"]),
+            Route("/sandbox/traffic", traffic, methods=["GET"]),
         ]
 
 

@@ -110,6 +110,11 @@ class SandboxSite:
         """Limit every upload and download to ``bytes_per_second`` (None: unlimited)."""
         self.controls.set_bandwidth(bytes_per_second)
 
+    def traffic(self) -> dict[str, int]:
+        """Bodies received/sent ("bytes in", "bytes out") and requests per "METHOD /path" so far."""
+        with self.controls._lock:
+            return dict(self.controls.traffic)
+
     def notifications(self) -> list[dict[str, Any]]:
         """The log of notification POSTs: url, body (the change list), status, error, time."""
         with self.repository.lock:

@@ -95,11 +95,13 @@ async def replace_app(site: str, source_id: UUID, target_id: UUID) -> App:
         return await qrs.replace_app(source_id, target_id)
 
 
-# A copy is a POST that QRS does not deduplicate: repeating one blindly could leave two.
-@task(name="copy-app", task_run_name="copy-{site}-{app_id}", **{**STEP, "retries": 0})
-async def copy_app(site: str, app_id: UUID, name: str) -> App:
+# A copy is a POST that QRS does not deduplicate: repeating one blindly could leave two. The
+# stream is part of the inputs, so each stream's copy is its own cached step in a retried run.
+@task(name="publish-copy", task_run_name="publish-copy-{site}-{stream_id}", **{**STEP, "retries": 0})
+async def publish_copy(site: str, app_id: UUID, stream_id: UUID, name: str) -> App:
+    """A server-side copy of the app, published to ``stream_id`` as ``name`` (no copy is left unpublished)."""
     async with connect(site) as qrs:
-        return await qrs.copy_app(app_id, name)
+        return await steps.publish_copy(qrs, app_id, stream_id, name)
 
 
 @task(name="delete-app", task_run_name="delete-{site}-{app_id}", **STEP)
