@@ -7,9 +7,15 @@ from uuid import UUID
 from promoter.approval import is_relevant
 from promoter.errors import QrsError, QrsNotFound
 from promoter.qrs.client import QrsClient
+from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.submitter import RelevanceCheck
+
+
+# A pre-filter must be cheap: when QRS does not answer at once, the change goes on to the flow,
+# which has the patient retries.
+ONE_TRY = RetryPolicy(attempts=1)
 
 
 def qrs_relevance(settings: Settings) -> RelevanceCheck:
@@ -25,7 +31,7 @@ def qrs_relevance(settings: Settings) -> RelevanceCheck:
         if kind == "published":
             return True, "a publish may alert the stream's approvers"
         try:
-            async with QrsClient.for_site(settings, "source") as qrs:
+            async with QrsClient.for_site(settings, "source", retry=ONE_TRY) as qrs:
                 app = await qrs.get_app(UUID(app_id))
         except QrsNotFound:
             return False, "the app no longer exists"
