@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# QSP_BENCH_RESULTS moves them (the CI smoke run writes into a temporary folder).
+RESULTS = Path(os.environ.get("QSP_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def machine() -> dict[str, Any]:

@@ -37,7 +37,7 @@ os.environ.pop("PREFECT_API_URL", None)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from prefect_server import prefect_server  # noqa: E402
 from results import write  # noqa: E402
 
 from promoter.flows.handle import handle_app_change  # noqa: E402
@@ -241,7 +241,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qsp-bench-transfer-"))
     names = ["dev", *(f"t{i}" for i in range(1, max(args.sites) + 1))]
-    with sandbox(names, tmp) as sites, prefect_test_harness(server_startup_timeout=120):
+    with sandbox(names, tmp) as sites, prefect_server():
         rows = asyncio.run(run(args, sites, tmp))
     write(
         args.name, rows, {"bandwidth per transfer": f"{args.bandwidth_mb:g} MB/s", "sandbox": "own process"}
