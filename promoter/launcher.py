@@ -13,6 +13,7 @@ No fork anywhere: ``subprocess.Popen`` only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,12 +79,10 @@ class Child:
             if self.alive():
                 self.process.kill()
             return
-        try:
-            # The group id is the child's pid (start_new_session): this also reaches anything
-            # it started in its own group, e.g. a uvicorn reloader.
+        # The group id is the child's pid (start_new_session): this also reaches anything it
+        # started in its own group, e.g. a uvicorn reloader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def stop(self, grace_seconds: float = 20.0) -> int | None:
         """Interrupt, wait ``grace_seconds``; then terminate and, 5 s later, kill. Returns the exit code."""

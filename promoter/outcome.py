@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from promoter import mail
-from promoter.ledger import Backup
+from promoter.approval import Target
+from promoter.ledger import Backup, SiteResult
+from promoter.planning import KnownTarget
+from promoter.qrs.models import NULL_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,12 @@ class SiteOutcome:
         return not self.failures
 
     @property
+    def problems(self) -> tuple[str, ...]:
+        """What an admin must look at on this site (the ledger's error column): failures, missing streams."""
+        missing = tuple(f"stream {name!r} does not exist on {self.site}" for name in self.missing_streams)
+        return self.failures + missing
+
+    @property
     def status(self) -> str:
         if self.failures:
             return "failed"
@@ -52,17 +62,49 @@ class SiteOutcome:
         )
 
 
+def resumed(target: Target, done: SiteResult, known: list[KnownTarget]) -> SiteOutcome:
+    """A site an earlier attempt of the same request finished, as the ledger recorded it.
+
+    It is reported again, not promoted again. The ledger keeps the stream names and target app
+    ids, not how each app got there; each is published in its stream, whatever the action was.
+    """
+    stream_ids = {k.app_id: k.stream_id for k in known}
+    placements = tuple(
+        Placement(stream_ids.get(app_id, NULL_ID), stream, app_id, "published")
+        for stream, app_id in zip(done.streams, done.target_app_ids, strict=False)
+    )
+    placed = {stream.casefold() for stream in done.streams}
+    missing = tuple(name for name in target.streams if name.casefold() not in placed)
+    note = "promoted by an earlier attempt of this request; not promoted again"
+    return SiteOutcome(target.site, done.mode, placements, missing, (), done.backups, (), (note,))
+
+
 def artifact_rows(outcomes: list[SiteOutcome], s3_version_id: str | None) -> list[dict[str, Any]]:
-    """One row per stream per site (and one per missing stream or failure) for the Prefect table."""
+    """One row per stream per site (and one per missing stream or failure) for the Prefect table.
+
+    The Prefect UI renders each text cell of a table artifact as markdown, so stream names and
+    failure texts (user input, QRS answers) go through markdown_text like the summary does.
+    """
     rows: list[dict[str, Any]] = []
     for outcome in outcomes:
         base = {"site": outcome.site, "mode": outcome.mode, "s3 version": s3_version_id or ""}
         for p in outcome.placements:
-            rows.append({**base, "stream": p.stream, "result": p.action, "target app id": str(p.app_id)})
+            rows.append(
+                {
+                    **base,
+                    "stream": markdown_text(p.stream),
+                    "result": p.action,
+                    "target app id": str(p.app_id),
+                }
+            )
         for name in outcome.missing_streams:
-            rows.append({**base, "stream": name, "result": "stream missing", "target app id": ""})
+            rows.append(
+                {**base, "stream": markdown_text(name), "result": "stream missing", "target app id": ""}
+            )
         for failure in outcome.failures:
-            rows.append({**base, "stream": "", "result": f"failed: {failure}", "target app id": ""})
+            rows.append(
+                {**base, "stream": "", "result": f"failed: {markdown_text(failure)}", "target app id": ""}
+            )
         if not (outcome.placements or outcome.missing_streams or outcome.failures):
             rows.append({**base, "stream": "", "result": "nothing to do", "target app id": ""})
     return rows
@@ -73,7 +115,9 @@ def failure_summary(outcomes: list[SiteOutcome]) -> str:
     return "; ".join(f"{o.site}: {', '.join(o.failures)}" for o in failed)
 
 
-_MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_{}[]()<>#+-.!|~"})
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all also
+# stops autolinks (https\://, www\., a\@b) and entities (\&lt;), not only links, HTML and emphasis.
+_MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in string.punctuation})
 
 
 def markdown_text(text: str) -> str:
@@ -97,5 +141,5 @@ def summary_markdown(app_name: str, approver: str | None, reason: str, outcomes:
 
 def run_name(verb: str, app_name: str, approver: str | None) -> str:
     """ "promote 'Sales' (approved by ACME\\jane)": what the flow-run list in the UI shows."""
-    name = " ".join(app_name.split())[:80]
-    return f"{verb} '{name}'" + (f" (approved by {approver})" if approver else "")
+    name = mail.one_line(app_name)[:80]
+    return f"{verb} '{name}'" + (f" (approved by {mail.one_line(approver)})" if approver else "")

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from promoter.mail import one_line
 from promoter.qrs.models import format_qrs_time
 
 # QRS limits: App.name 255 characters, App.description 512 characters (OpenAPI 38.22.0).
@@ -25,10 +26,11 @@ class Provenance:
 
 def describe(provenance: Provenance) -> str:
     """The description every target app carries, cut to what QRS stores."""
+    # Account names come from the user directory: one line each, so none can forge a line of its own.
     text = (
-        f"Promoted by qs-promoter from {provenance.source_node} (app {provenance.source_app_id})"
-        f" on {format_qrs_time(provenance.promoted_at)}; approved by {provenance.approver};"
-        f" owner {provenance.owner}"
+        f"Promoted by qs-promoter from {one_line(provenance.source_node)} (app {provenance.source_app_id})"
+        f" on {format_qrs_time(provenance.promoted_at)}; approved by {one_line(provenance.approver)};"
+        f" owner {one_line(provenance.owner)}"
     )
     if provenance.s3_version_id:
         text += f"; S3 version {provenance.s3_version_id}"

@@ -58,9 +58,18 @@ marks = sa.Table(
     "reconcile_marks",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("first_at", UtcDateTime, nullable=False),
+    sa.Column("last_at", UtcDateTime, nullable=False),
 )
 SOURCE_MARK = "source"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileMark:
+    """When reconcile first and last succeeded (each time, when that run started)."""
+
+    first: datetime  # the journal is never read further back: earlier reloads and publishes are history
+    last: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +104,10 @@ class SourceSurvey:
 # -- pure rules ------------------------------------------------------------------------------
 
 
-def window_start(last_success: datetime | None, settle: timedelta) -> datetime | None:
-    """Where the journal window starts: the last success, less the settle time and clock skew."""
-    return None if last_success is None else last_success - settle - CLOCK_SKEW
+def window_start(mark: ReconcileMark | None, settle: timedelta) -> datetime | None:
+    """Where the journal window starts: the last success, less the settle time and clock skew,
+    but never before the first success; None before the first success."""
+    return None if mark is None else max(mark.last - settle - CLOCK_SKEW, mark.first)
 
 
 def _after(moment: datetime | None, since: datetime) -> bool:
@@ -267,15 +277,17 @@ class ReconcileRecord:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def last_success(self) -> datetime | None:
+    def mark(self) -> ReconcileMark | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(marks.c.at).where(marks.c.name == SOURCE_MARK)).first()
-        return row.at if row else None
+            row = conn.execute(sa.select(marks).where(marks.c.name == SOURCE_MARK)).first()
+        return ReconcileMark(row.first_at, row.last_at) if row else None
 
-    def mark_success(self, at: datetime) -> None:
+    def mark_success(self, started: datetime) -> None:
+        """Reconcile succeeded in a run that started at ``started``."""
         with self.engine.begin() as conn:
-            if conn.execute(sa.update(marks).where(marks.c.name == SOURCE_MARK).values(at=at)).rowcount == 0:
-                conn.execute(sa.insert(marks).values(name=SOURCE_MARK, at=at))
+            update = sa.update(marks).where(marks.c.name == SOURCE_MARK).values(last_at=started)
+            if conn.execute(update).rowcount == 0:
+                conn.execute(sa.insert(marks).values(name=SOURCE_MARK, first_at=started, last_at=started))
 
     def unhandled(self, keys: Iterable[str]) -> set[str]:
         """The keys the ledger has no record of (claimed, running or finished ones are handled)."""

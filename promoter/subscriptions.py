@@ -47,6 +47,7 @@ from promoter.ledger import Ledger, UtcDateTime
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import eq
 from promoter.qrs.models import NULL_ID, ChangeType
+from promoter.qrs.responses import redact
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
 from promoter.webhook.callbacks import KINDS, ChangeKind, callback_url
@@ -58,6 +59,8 @@ SENTINEL: Kind = "sentinel"
 SENTINEL_PATH = "/qs-promoter-sentinel"  # never called: the sentinel's filter matches no app
 # A probe must not hang for the site's usual 30 s while QRS restarts.
 PROBE_TIMEOUT_SECONDS = 10.0
+# The deployment starts a run every 60 s; each watches until shortly before the next is due.
+WATCH_SECONDS = 55.0
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +278,20 @@ class Keeper:
     """Keeps the subscriptions of one source site in place through one QRS client and the store."""
 
     def __init__(
-        self, qrs: QrsClient, store: SubscriptionStore, urls: dict[Kind, str], log: Log = log
+        self,
+        qrs: QrsClient,
+        store: SubscriptionStore,
+        urls: dict[Kind, str],
+        log: Log = log,
+        *,
+        hidden: tuple[str, ...] = (),
     ) -> None:
         self.qrs = qrs
         self.store = store
         self.urls = urls
         self.log = log
+        # A QRS error answer may echo the callback URL; the secret in it must not reach a log.
+        self.hidden = (*hidden, *urls.values())
 
     async def renew(self) -> Renewal:
         """Create every subscription anew, then delete the handle each one replaces."""
@@ -349,9 +360,10 @@ class Keeper:
                 filter=spec.filter,
             )
         except QrsError as exc:
+            error = redact(str(exc), *self.hidden)[:300]
             if not quiet:
-                self.log.warning("could not subscribe %s: %s", spec.kind, exc)
-            return Rotation(spec.kind, None, error=str(exc)[:300])
+                self.log.warning("could not subscribe %s: %s", spec.kind, error)
+            return Rotation(spec.kind, None, error=error)
         retiring = await asyncio.to_thread(self.store.adopt, spec.kind, handle, url_hash(url))
         replaced, gone, owed = await self._retire(retiring)
         if gone and spec.kind != SENTINEL:
@@ -387,6 +399,16 @@ class Keeper:
         return replaced, gone, owed
 
 
+def watch_seconds(duration: float | None, scheduled_start: datetime | None, now: datetime) -> float:
+    """How long a keeper run watches: ``duration`` if given, else until WATCH_SECONDS after its
+    scheduled start, so that a run the worker started late still ends before the next one is due
+    (the deployment's CANCEL_NEW would otherwise skip that one)."""
+    if duration is not None:
+        return max(duration, 0.0)
+    late = 0.0 if scheduled_start is None else max((now - scheduled_start).total_seconds(), 0.0)
+    return max(WATCH_SECONDS - late, 0.0)
+
+
 def keeper_client(settings: Settings) -> QrsClient:
     """The source site's client for the keeper: no repeats (the probe loop is the retry), short timeout."""
     site = settings.source_site
@@ -402,7 +424,8 @@ async def open_keeper(settings: Settings, log: Log = log) -> AsyncIterator[Keepe
     store = await asyncio.to_thread(SubscriptionStore, settings.ledger_url)
     try:
         async with keeper_client(settings) as qrs:
-            yield Keeper(qrs, store, subscription_urls(settings), log)
+            secret = settings.webhook.secret.get_secret_value()
+            yield Keeper(qrs, store, subscription_urls(settings), log, hidden=(secret,))
     finally:
         await asyncio.to_thread(store.close)
 

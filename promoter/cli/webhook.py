@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -28,14 +29,6 @@ ConfigFile = Annotated[
         show_default=False,
     ),
 ]
-SubscriptionState = Annotated[
-    Path | None,
-    typer.Option(
-        envvar="QSP_SUBSCRIPTION_STATE",
-        dir_okay=False,
-        help='State file the subscription keeper writes ({"checked_at": ...}), shown by /healthz.',
-    ),
-]
 TlsCert = Annotated[
     Path | None,
     typer.Option(
@@ -59,7 +52,6 @@ LogLevel = Annotated[
 @app.command()
 def serve(
     config: ConfigFile = None,
-    subscription_state: SubscriptionState = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     log_level: LogLevel = "info",
@@ -71,6 +63,7 @@ def serve(
     """
     import uvicorn
 
+    from promoter.subscriptions import last_subscription_check
     from promoter.webhook.app import create_app
     from promoter.webhook.relevance import qrs_relevance
 
@@ -80,7 +73,9 @@ def serve(
     try:
         settings = load_settings(config)
         application = create_app(
-            settings, relevant=qrs_relevance(settings), last_subscription_check=subscription_state
+            settings,
+            relevant=qrs_relevance(settings),
+            last_subscription_check=functools.partial(last_subscription_check, settings),
         )
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)

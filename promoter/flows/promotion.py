@@ -21,6 +21,7 @@ from promoter.outcome import (
     SiteOutcome,
     artifact_rows,
     failure_summary,
+    resumed,
     run_name,
     summary_markdown,
 )
@@ -104,8 +105,10 @@ async def promote(
     work = settings.work_dir / upload_token(request_key, SOURCE)
     exported = work / "app.qvf"
     await site.export_app(SOURCE, app.id, exported)
-    version = None
-    if decision.version:
+    # A new run of a request that failed before keeps the S3 version that attempt stored: the
+    # sites it finished already name that version in their description.
+    s3_key, version_id = await ledger.recorded_version(request_key) or (None, None)
+    if decision.version and s3_key is None:
         without_data = work / "app-without-data.qvf"
         await site.export_app(SOURCE, app.id, without_data, skip_data=True)
         metadata = {
@@ -114,8 +117,9 @@ async def promote(
             "request": request_key,
         }
         version = await store_version(without_data, app.id, app.name, metadata)
-        await ledger.record_version(promotion_id, version.key, version.version_id)
-        log.info("versioned in S3 as %s, version %s", version.key, version.version_id)
+        s3_key, version_id = version.key, version.version_id
+        await ledger.record_version(promotion_id, s3_key, version_id)
+        log.info("versioned in S3 as %s, version %s", s3_key, version_id)
 
     provenance = Provenance(
         source_node=settings.source_site.host,
@@ -123,18 +127,22 @@ async def promote(
         approver=decision.approver or "",
         owner=app.owner.account,
         promoted_at=qrs_now(),
-        s3_version_id=version.version_id if version else None,
+        s3_version_id=version_id,
     )
-    outcomes = list(
-        await asyncio.gather(
-            *(
-                deliver(target, app, exported, describe(provenance), request_key, settings, work)
-                for target in decision.targets
-            )
-        )
-    )
-    for outcome in outcomes:
+    # A new run of a request that failed before (a replayed notification) skips the sites
+    # that attempt finished: Duplicate would otherwise add a second copy there.
+    finished = {r.site: r for r in await ledger.site_results(promotion_id) if r.status == "done"}
+
+    async def site_outcome(target: Target) -> SiteOutcome:
+        if target.site in finished:
+            known = await ledger.known_targets(app.id, target.site)
+            log.info("%s: promoted by an earlier attempt of this request; not promoted again", target.site)
+            return resumed(target, finished[target.site], known)
+        outcome = await deliver(target, app, exported, describe(provenance), request_key, settings, work)
         await ledger.record_site(promotion_id, app.id, outcome)
+        return outcome
+
+    outcomes = list(await asyncio.gather(*(site_outcome(target) for target in decision.targets)))
 
     failed = failure_summary(outcomes)
     if not failed and decision.unpublish:
@@ -145,7 +153,6 @@ async def promote(
     elif failed and (decision.unpublish or decision.strip_properties):
         log.warning("the source app is left as it is until every site is done; retry this run")
 
-    version_id = version.version_id if version else None
     if decision.notify:
         results = [o.for_mail(version_id) for o in outcomes]
         message = mail.render_promotion_results(
@@ -153,10 +160,11 @@ async def promote(
             results,
             sender=sender,
             to=to,
-            s3_key=version.key if version else None,
+            s3_key=s3_key,
             s3_version_id=version_id,
         )
-        await send_email(request_key, "results", message)
+        # An incomplete run tells the owner once; the run that completes it sends the results.
+        await send_email(request_key, "results-incomplete" if failed else "results", message)
     await run.report(
         f"promotion-{app.id}",
         artifact_rows(outcomes, version_id),

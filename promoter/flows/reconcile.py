@@ -12,6 +12,7 @@ from promoter.qrs.models import qrs_now
 from promoter.reconcile import DEFAULT_DEPLOYMENT, find_missed, window_start
 from promoter.settings import load_settings
 from promoter.tasks.reconcile import (
+    earlier_submissions,
     last_reconciled,
     mark_reconciled,
     read_source,
@@ -36,8 +37,7 @@ async def reconcile(
     log = get_run_logger()
     started = qrs_now()
     settle = timedelta(seconds=settle_seconds)
-    last = await last_reconciled()
-    since = window_start(last, settle)
+    since = window_start(await last_reconciled(), settle)
     if since is None:
         log.info("first reconcile: looking for approvals; reloads and publishes are followed from now on")
     survey = await read_source(since)
@@ -50,10 +50,16 @@ async def reconcile(
         "%d request(s) found, %d not handled yet",
         survey.scanned, survey.changed, len(found), len(waiting),
     )  # fmt: skip
+    earlier = await earlier_submissions(waiting) if waiting else {}
+    submitted = 0
     for request in waiting:
+        what = f"{request.trigger} of app {request.app_id} ({request.app_name!r})"
+        if request.idempotency_key in earlier:
+            log.info("%s: submitted earlier, flow run %s", what, earlier[request.idempotency_key])
+            continue
         run_id = await submit_request(deployment_name, request)
-        log.info("%s of app %s (%r): %s -> flow run %s", request.trigger, request.app_id, request.app_name,
-                 request.reason, run_id)  # fmt: skip
+        submitted += 1
+        log.info("%s: %s -> flow run %s", what, request.reason, run_id)
 
     protected = await running_uploads()
     min_age = timedelta(minutes=leftover_age_minutes)
@@ -69,7 +75,10 @@ async def reconcile(
     removed = sum(len(result) for result in swept if not isinstance(result, BaseException))
 
     await mark_reconciled(started)
-    summary = f"{len(waiting)} missed request(s) submitted, {removed} leftover upload(s) deleted"
+    summary = (
+        f"{submitted} missed request(s) submitted, {len(waiting) - submitted} waiting from an earlier"
+        f" reconcile, {removed} leftover upload(s) deleted"
+    )
     if failed:  # the source side is done and marked; the sweep is tried again next time
         raise PromoterError(f"{summary}; sweep failed on {'; '.join(failed)}")
     log.info("%s", summary)

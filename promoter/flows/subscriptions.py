@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from promoter.errors import PromoterError
+from promoter.subscriptions import watch_seconds
 from promoter.tasks.subscriptions import renew_subscriptions, watch_source_site
 
 
 @flow(name="keep-subscriptions", timeout_seconds=600)
-async def keep_subscriptions(duration_seconds: float = 55.0, probe_interval_seconds: float = 2.0) -> str:
+async def keep_subscriptions(
+    duration_seconds: float | None = None, probe_interval_seconds: float = 2.0
+) -> str:
     """Subscribe anew (no gap), then watch the source site; after a restart, subscribe again at once.
 
-    The deployment runs this every 60 s with a concurrency limit of 1 (CANCEL_NEW), so the
-    watch covers the minute until the next run, which subscribes anew in any case.
+    The deployment runs this every 60 s with a concurrency limit of 1 (CANCEL_NEW). Without
+    ``duration_seconds`` the watch lasts until 55 s after the scheduled start, so it ends before
+    the next run is due even when the worker started this one late.
     """
     log = get_run_logger()
-    deadline = time.monotonic() + duration_seconds
+    seconds = watch_seconds(duration_seconds, flow_run.scheduled_start_time, datetime.now(UTC))
+    deadline = time.monotonic() + seconds
     renewal = await renew_subscriptions()
     renewals = 1
     probes = failures = 0

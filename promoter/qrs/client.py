@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import secrets
+import ssl
 import string
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ from promoter.qrs.responses import (
     unwrap_value,
 )
 from promoter.qrs.retry import RetryPolicy
-from promoter.qrs.tls import site_tls
+from promoter.qrs.tls import closed_connection_hint, site_tls
 from promoter.qrs.transfer import CHUNK_BYTES, Progress, UploadBody, save_stream
 from promoter.settings import Settings, SiteSettings
 
@@ -91,6 +92,34 @@ def qlik_user_header(user_directory: str, user_id: str) -> str:
     return f"UserDirectory={quote(user_directory, safe='')}; UserId={quote(user_id, safe='')}"
 
 
+def transport_failure(exc: httpx.HTTPError, cert_dir: Path | None = None) -> str:
+    """An httpx failure in words an admin can act on (for QrsError's body; no status, no answer).
+
+    A refused client certificate never says so: the site closes the connection, which TLS 1.3
+    shows as "Server disconnected" and TLS 1.2 as an empty ConnectError over an SSL EOF. Those
+    get the certificate hint; a failed server-certificate check already names its reason.
+    """
+    causes = list(_causes(exc))
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not str(exc):
+        text += "".join(f": {cause}" for cause in causes[1:] if str(cause))[:120]
+    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes):
+        return text
+    unanswered = isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
+    if unanswered or any(isinstance(cause, ssl.SSLError) for cause in causes):
+        return f"{closed_connection_hint(cert_dir)} ({text})"
+    return text
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _entity_path(entity: str) -> str:
     if not _ENTITY.match(entity):
         raise ValueError(f"not a QRS entity type: {entity!r}")
@@ -117,6 +146,7 @@ class QrsClient:
         self.site = site
         self.name = name
         self.retry = retry or RetryPolicy()
+        self._cert_dir = cert_dir
         if transport is None:
             # A caller-supplied transport (unit tests) owns TLS itself; ours verifies root.pem.
             transport = httpx.AsyncHTTPTransport(
@@ -166,7 +196,7 @@ class QrsClient:
         try:
             yield
         except httpx.HTTPError as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}", *hidden)
+            reason = redact(transport_failure(exc, self._cert_dir), *hidden)
             raise QrsError(self.name, method, path, None, reason) from exc
 
     async def _send(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 NULL_ID = UUID(int=0)
@@ -32,7 +32,21 @@ def qrs_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-QrsTime = Annotated[datetime, PlainSerializer(format_qrs_time, return_type=str, when_used="json")]
+def _utc_representable(value: datetime) -> datetime:
+    """Refuse a time that has no UTC form (year 9999 at -23:59): format_qrs_time() would overflow."""
+    try:
+        format_qrs_time(value)
+    except OverflowError:
+        raise ValueError("time is out of range once converted to UTC") from None
+    return value
+
+
+# Checked when read, so a hostile notification is a validation error, not a crash when written out.
+QrsTime = Annotated[
+    datetime,
+    AfterValidator(_utc_representable),
+    PlainSerializer(format_qrs_time, return_type=str, when_used="json"),
+]
 
 
 class QrsModel(BaseModel):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography import x509
 
 from promoter.errors import SettingsError
 
@@ -39,3 +42,26 @@ def site_tls(cert_dir: Path, *, verify: bool = True, site: str = "") -> ssl.SSLC
     except (ssl.SSLError, OSError) as exc:
         raise SettingsError(f"{site or cert_dir}: cannot load client.pem/client_key.pem: {exc}") from None
     return tls
+
+
+def closed_connection_hint(cert_dir: Path | None) -> str:
+    """Why a site most likely closed the TLS connection without an answer, for an error message.
+
+    A site refuses a client certificate that is missing, expired or issued by another site's CA
+    by closing the connection, and the client then sees no reason at all. client.pem's expiry
+    date is checked here so the message can name it (never any of the key material).
+    """
+    expired = _expired_on(cert_dir / CLIENT_CERT) if cert_dir is not None else None
+    if expired is not None:
+        return (
+            f"TLS refused: client.pem expired on {expired:%Y-%m-%d %H:%M} UTC; export a new one from the QMC"
+        )
+    return "TLS closed by the site: is client.pem this site's certificate, present and not expired?"
+
+
+def _expired_on(client_pem: Path) -> datetime | None:
+    try:
+        not_after = x509.load_pem_x509_certificate(client_pem.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError):
+        return None
+    return not_after if not_after < datetime.now(UTC) else None

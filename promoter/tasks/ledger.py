@@ -10,7 +10,7 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from promoter.ledger import Backup, Ledger
+from promoter.ledger import Backup, Ledger, SiteResult
 from promoter.outcome import SiteOutcome
 from promoter.planning import KnownTarget
 from promoter.settings import load_settings
@@ -76,9 +76,26 @@ async def record_version(promotion_id: int, s3_key: str, version_id: str | None)
     await in_ledger(lambda ledger: ledger.set_version(promotion_id, s3_key, version_id))
 
 
+@task(name="recorded-version", **LEDGER)
+async def recorded_version(key: str) -> tuple[str, str | None] | None:
+    """The S3 key and version id an earlier attempt of the promotion ``key`` stored, if any."""
+
+    def read(ledger: Ledger) -> tuple[str, str | None] | None:
+        promotion = ledger.promotion(key)
+        return (promotion.s3_key, promotion.s3_version_id) if promotion and promotion.s3_key else None
+
+    return await in_ledger(read)
+
+
 @task(name="close-promotion", **LEDGER)
 async def close_promotion(promotion_id: int, status: str) -> None:
     await in_ledger(lambda ledger: ledger.finish_promotion(promotion_id, status))
+
+
+@task(name="site-results", **LEDGER)
+async def site_results(promotion_id: int) -> list[SiteResult]:
+    """What earlier attempts of this promotion recorded per site."""
+    return await in_ledger(lambda ledger: ledger.site_results(promotion_id))
 
 
 @task(name="known-targets", task_run_name="known-targets-{site}", **LEDGER)
@@ -105,7 +122,7 @@ async def record_site(promotion_id: int, source_app_id: UUID, outcome: SiteOutco
             streams=[p.stream for p in outcome.placements],
             target_app_ids=[p.app_id for p in outcome.placements],
             status=outcome.status,
-            error="; ".join(outcome.failures),
+            error="; ".join(outcome.problems),
             backups=outcome.backups,
         )
 

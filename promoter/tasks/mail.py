@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from email.message import EmailMessage
+from email.utils import getaddresses
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -32,7 +33,10 @@ async def send_email(request_key: str, kind: str, message: EmailMessage) -> bool
     if not settings.email.enabled:
         log.info("email is disabled: %s not sent", kind)
         return False
-    recipients = [*message.get_all("To", []), *message.get_all("Cc", [])]
+    # One To header holds every address: count (and remember) addresses, not headers.
+    recipients = [
+        address for _, address in getaddresses([*message.get_all("To", []), *message.get_all("Cc", [])])
+    ]
     if not recipients:
         log.warning("no recipient address for the %s email: not sent", kind)
         return False

@@ -9,10 +9,14 @@ from prefect import Task
 from prefect.client.schemas.objects import State, TaskRun
 
 from promoter.errors import MailError, QrsConflict, QrsError, VersioningError
+from promoter.qrs.retry import RetryPolicy
 
 # Seconds between attempts; they grow so a QRS node that is restarting (about a minute) is
 # waited out. QSP_TASK_RETRY_DELAYS="0,0,0" makes retries instant (tests, benchmarks).
 RETRY_DELAYS = [float(s) for s in os.environ.get("QSP_TASK_RETRY_DELAYS", "2,10,30").split(",")]
+# The QRS client repeats idempotent calls itself before a task retry; with instant task
+# retries its own backoff (about a second per task attempt) is instant too.
+CLIENT_RETRY = RetryPolicy() if any(RETRY_DELAYS) else RetryPolicy.immediate()
 
 
 async def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

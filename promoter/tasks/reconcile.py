@@ -9,11 +9,13 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
     MissedRequest,
+    ReconcileMark,
     ReconcileRecord,
     SourceSurvey,
     running_upload_tokens,
@@ -25,6 +27,7 @@ from promoter.tasks.policy import TRANSIENT_RETRIES
 from promoter.tasks.run import PREFECT_CALL
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 600, **TRANSIENT_RETRIES}
+PAGE = 200  # the most flow runs the Prefect API returns per call
 RECORD = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry_delay_seconds": 1}
 
 
@@ -33,12 +36,12 @@ def _record() -> ReconcileRecord:
 
 
 @task(name="last-reconciled", **RECORD)
-async def last_reconciled() -> datetime | None:
-    """When reconcile last finished without failing (None: never)."""
+async def last_reconciled() -> ReconcileMark | None:
+    """When reconcile first and last finished without failing (None: never)."""
 
-    def read() -> datetime | None:
+    def read() -> ReconcileMark | None:
         with _record() as record:
-            return record.last_success()
+            return record.mark()
 
     return await asyncio.to_thread(read)
 
@@ -81,6 +84,22 @@ async def submit_request(deployment_name: str, request: MissedRequest) -> UUID:
             deployment.id, parameters=request.parameters(), idempotency_key=request.idempotency_key
         )
     return run.id
+
+
+@task(name="earlier-submissions", **PREFECT_CALL)
+async def earlier_submissions(requests: list[MissedRequest]) -> dict[str, str]:
+    """Runs an earlier reconcile created for these requests, by idempotency key: "name (state)"."""
+    keys = sorted({r.idempotency_key for r in requests})
+    found: dict[str, str] = {}
+    async with get_client() as client:
+        for start in range(0, len(keys), PAGE):
+            chunk = FlowRunFilterIdempotencyKey(any_=keys[start : start + PAGE])
+            for run in await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(idempotency_key=chunk), limit=PAGE
+            ):
+                if run.idempotency_key is not None:
+                    found[run.idempotency_key] = f"{run.name} ({run.state_name or 'no state'})"
+    return found
 
 
 @task(name="running-uploads", **RECORD)

@@ -17,7 +17,7 @@ from promoter.qrs import steps
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, Stream, User
 from promoter.settings import load_settings
-from promoter.tasks.policy import TRANSIENT_RETRIES
+from promoter.tasks.policy import CLIENT_RETRY, TRANSIENT_RETRIES
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **TRANSIENT_RETRIES}
 STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
@@ -27,7 +27,7 @@ TRANSFER = {**STEP, "timeout_seconds": 4 * 3600}
 
 def connect(site: str) -> QrsClient:
     """The QRS client of a site, from the settings file of this run."""
-    return QrsClient.for_site(load_settings(), site)
+    return QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY)
 
 
 @task(name="read-app", task_run_name="read-app-{site}-{app_id}", **READ)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
@@ -15,7 +14,7 @@ from promoter.errors import SettingsError
 from promoter.settings import Settings
 from promoter.webhook import health, routes
 from promoter.webhook.auth import mask_access_log, require_secret
-from promoter.webhook.health import LastCheck, PrefectProbe, subscription_check_reader
+from promoter.webhook.health import LastCheck, PrefectProbe
 from promoter.webhook.outbox import Outbox
 from promoter.webhook.state import WebhookState
 from promoter.webhook.submitter import DEFAULT_DEPLOYMENT, RelevanceCheck, SubmitPolicy, Submitter
@@ -52,7 +51,7 @@ def create_app(
     prefect_client_factory: PrefectClientFactory | None = None,
     deployment_name: str = DEFAULT_DEPLOYMENT,
     relevant: RelevanceCheck | None = None,
-    last_subscription_check: LastCheck | Path | None = None,
+    last_subscription_check: LastCheck | None = None,
     submit_policy: SubmitPolicy | None = None,
 ) -> FastAPI:
     """The webhook application for these settings.
@@ -60,7 +59,7 @@ def create_app(
     - ``prefect_client_factory``: makes the one PrefectClient the app shares (default: get_client()).
     - ``deployment_name``: ``flow/deployment`` the flow runs are created from.
     - ``relevant``: optional cheap pre-check; entries it rejects are removed without a flow run.
-    - ``last_subscription_check``: a callable, or the subscription keeper's state file, for /healthz.
+    - ``last_subscription_check``: when the keeper last confirmed the subscriptions, for /healthz.
     - ``submit_policy``: concurrency, polling and backoff of the submitter.
 
     Raises SettingsError at once for a missing or weak webhook.secret, or (with the default client
@@ -70,7 +69,7 @@ def create_app(
     if prefect_client_factory is None:
         require_prefect_api_url()
     make_client = prefect_client_factory or default_prefect_client
-    read_last_check = subscription_check_reader(last_subscription_check)
+    read_last_check = last_subscription_check or (lambda: None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[WebhookState]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
@@ -68,27 +66,6 @@ class PrefectProbe:
                 return await self.prefect.api_healthcheck() is None
         except TimeoutError:
             return False
-
-
-def subscription_check_reader(source: LastCheck | Path | None) -> LastCheck:
-    """Turn create_app's argument into a callable: a callable as is, or a state file read per call."""
-    if source is None:
-        return lambda: None
-    if isinstance(source, Path):
-        return lambda: read_subscription_state(source)
-    return source
-
-
-def read_subscription_state(path: Path) -> datetime | None:
-    """The keeper's state file: JSON ``{"checked_at": "<ISO 8601 time>"}``; None if absent or unreadable."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("checked_at")
-        checked_at = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except (OSError, ValueError, AttributeError):
-        return None
-    if checked_at is not None and checked_at.tzinfo is None:
-        checked_at = checked_at.replace(tzinfo=UTC)
-    return checked_at
 
 
 @router.get("/healthz", response_model=Health, summary="Outbox depth, Prefect reachability, submitter state")

@@ -12,7 +12,6 @@ from promoter.settings import Settings
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.submitter import RelevanceCheck
 
-
 # A pre-filter must be cheap: when QRS does not answer at once, the change goes on to the flow,
 # which has the patient retries.
 ONE_TRY = RetryPolicy(attempts=1)

@@ -38,7 +38,7 @@ async def test_approval_overwrites_the_same_named_app_in_place_and_unpublishes_t
         '[qs-promoter] Promoted: "Sales"',
         '[qs-promoter] Promotion requested: "Sales"',
     ]
-    assert all(REP.email in str(m["To"]) for m in mails)
+    assert all(REP.email in str(m["To"]) for m in mails), [str(m["To"]) for m in mails]
 
 
 async def test_rollback_puts_the_previous_app_back_into_the_same_target_id(stage: Stage) -> None:

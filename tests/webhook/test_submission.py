@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Iterable
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -281,13 +282,12 @@ async def test_a_redeployed_deployment_is_found_again(tmp_path: Path, prefect_ap
 async def test_healthz_reports_outbox_prefect_and_subscriptions(tmp_path: Path, prefect_api: str) -> None:
     """/healthz shows the outbox depth and age, whether Prefect answers, and the keeper's last check."""
     settings = make_settings(tmp_path)
-    state_file = tmp_path / "subscriptions.json"
-    state_file.write_text(json.dumps({"checked_at": "2026-05-01T12:00:00+00:00"}), encoding="utf-8")
+    checked = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     live = create_app(
         settings,
         prefect_client_factory=client_for(prefect_api),
         deployment_name=TEST_DEPLOYMENT,
-        last_subscription_check=state_file,
+        last_subscription_check=lambda: checked,
         submit_policy=FAST,
     )
     with serve(live) as base_url:

@@ -1,0 +1,303 @@
+"""`qs-promoter doctor`: check settings, certificates, every site's QRS, SMTP, S3, Prefect and the webhook.
+
+One line per check, OK or FAIL, and for a failure what to do about it. The exit code is 1 when
+any check failed. Nothing is changed anywhere (except the test email, when asked for one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import httpx
+import typer
+
+from promoter.cli.options import ConfigFile
+from promoter.errors import MailError, PromoterError, QrsError, QrsRefused, SettingsError, VersioningError
+from promoter.qrs.tls import CLIENT_CERT, CLIENT_KEY, ROOT_CERT
+from promoter.settings import Settings, config_path, load_settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+DEFAULT_PREFECT_API = "http://127.0.0.1:4200/api"
+CHECK_TIMEOUT = 10.0
+HANDLE_DEPLOYMENT = "handle-app-change/qs-promoter"
+
+SendTestEmail = Annotated[
+    str | None,
+    typer.Option(
+        "--send-test-email",
+        metavar="ADDRESS",
+        help="Also send a test message to this address through the configured SMTP server.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The result of one check: what was checked, whether it passed, what was seen, how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        return text if self.ok or not self.hint else f"{text}\n      fix: {self.hint}"
+
+
+def doctor(config: ConfigFile = None, send_test_email: SendTestEmail = None) -> None:
+    """Check everything qs-promoter needs before the first run; exit code 1 if anything failed."""
+    failed = 0
+    for check in run_checks(config, send_test_email):
+        typer.echo(check.line())
+        failed += not check.ok
+    typer.echo(f"\n{failed} check(s) failed" if failed else "\nall checks passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+def run_checks(config: Path | None, test_address: str | None = None) -> Iterator[Check]:
+    """Every check in order; later checks are skipped when the settings cannot be read."""
+    path = config_path(config)
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        yield Check("settings", False, str(exc), "correct the file (see qs-promoter.example.toml)")
+        return
+    yield Check("settings", True, f"{path} is valid")
+    yield check_webhook_secret(settings)
+    for site in [Settings.SOURCE, *settings.target_sites]:
+        certificates = check_certificates(settings, site)
+        yield certificates
+        if certificates.ok:
+            yield check_qrs(settings, site)
+    if settings.email.enabled or test_address:
+        yield check_smtp(settings, test_address)
+    if settings.versioning.enabled:
+        yield check_s3(settings)
+    prefect = check_prefect()
+    yield prefect
+    if prefect.ok:
+        yield check_deployments()
+    yield check_webhook(settings)
+
+
+def check_webhook_secret(settings: Settings) -> Check:
+    from promoter.webhook.auth import require_secret
+
+    try:
+        require_secret(settings.webhook)
+    except SettingsError as exc:
+        return Check("webhook secret", False, str(exc).split(";")[0], "set QSP_WEBHOOK__SECRET")
+    return Check("webhook secret", True, "set and long enough")
+
+
+def check_certificates(settings: Settings, site: str) -> Check:
+    """client.pem, client_key.pem and root.pem exist in the site's folder and can be read."""
+    folder = settings.cert_dir(site)
+    name = f"{site} certificates"
+    hint = (
+        f"export the certificates from the {site} site's QMC (Certificates > Export, PEM format, "
+        f"no password) and put client.pem, client_key.pem and root.pem into {folder}"
+    )
+    problems = []
+    for file in (CLIENT_CERT, CLIENT_KEY, ROOT_CERT):
+        try:
+            if b"-----BEGIN" not in (folder / file).read_bytes():
+                problems.append(f"{file} is not PEM")
+        except FileNotFoundError:
+            problems.append(f"{file} missing")
+        except OSError as exc:
+            problems.append(f"{file} unreadable ({exc.strerror or exc})")
+    if problems:
+        return Check(name, False, f"{folder}: {', '.join(problems)}", hint)
+    return Check(name, True, f"{folder}: client.pem, client_key.pem, root.pem")
+
+
+def check_qrs(settings: Settings, site: str) -> Check:
+    """TLS handshake with the site's certificates and an authenticated GET /qrs/about."""
+    from promoter.qrs.client import QrsClient
+    from promoter.qrs.retry import RetryPolicy
+
+    config = settings.site(site)
+    quick = config.model_copy(update={"timeout_seconds": min(config.timeout_seconds, CHECK_TIMEOUT)})
+    name = f"{site} QRS"
+
+    async def about() -> str:
+        async with QrsClient(quick, settings.cert_dir(site), name=site, retry=RetryPolicy(attempts=1)) as qrs:
+            return (await qrs.about()).build_version
+
+    try:
+        version = asyncio.run(about())
+    except QrsRefused as exc:
+        return Check(
+            name,
+            False,
+            f"{config.base_url} refused the certificate user ({exc.status})",
+            f"the user {config.user_directory}\\{config.user_id} must exist and may use QRS; the "
+            "certificates must come from this site's QMC",
+        )
+    except QrsError as exc:
+        return Check(
+            name, False, f"{config.base_url}: {exc.body_excerpt or exc}", qrs_hint(exc, site, config.port)
+        )
+    except PromoterError as exc:
+        return Check(name, False, str(exc), "check the certificate files")
+    return Check(name, True, f"{config.base_url} answered /qrs/about (Qlik Sense {version})")
+
+
+def qrs_hint(exc: QrsError, site: str, port: int) -> str:
+    """What an admin can do about a QRS call that got no usable answer."""
+    text = (exc.body_excerpt or "").lower()
+    key = "source_site" if site == Settings.SOURCE else f"target_sites.{site}"
+    if "certificate verify failed" in text or "hostname mismatch" in text:
+        return (
+            f"root.pem does not match the server certificate, or {key}.host is not the name in it "
+            "(use the central node's name as the QMC shows it)"
+        )
+    if any(word in text for word in ("alert", "handshake", "unknown ca", "bad certificate")):
+        return "the site did not accept client.pem: export the certificates again from this site's QMC"
+    if exc.status is not None:
+        return f"QRS answered {exc.status}; see the Qlik Repository Service log on the central node"
+    return f"is port {port} ({key}.port) of the central node open to this machine (firewall)?"
+
+
+def check_smtp(settings: Settings, test_address: str | None) -> Check:
+    """Log in as sending would (STARTTLS/TLS, AUTH); with an address, also send the test message."""
+    from promoter import mail, mailer
+
+    email = settings.email
+    server = f"{email.smtp_host}:{email.smtp_port}"
+    quick = email.model_copy(update={"timeout_seconds": min(email.timeout_seconds, CHECK_TIMEOUT)})
+    try:
+        if test_address:
+            if not mail.is_valid_address(test_address):
+                return Check("SMTP", False, f"{test_address!r} is not an email address", "give one address")
+            message = mail.render_test_mail(sender=email.sender, to=[test_address])
+            mailer.send(message, quick.model_copy(update={"enabled": True}))
+        else:
+            mailer.check_login(quick)
+    except MailError as exc:
+        return Check("SMTP", False, str(exc), smtp_hint(exc))
+    sent = f"; test message sent to {test_address}" if test_address else ""
+    login = f" as {email.username}" if email.username else ""
+    disabled = " (email.enabled is false: nothing is sent in production)" if not email.enabled else ""
+    return Check("SMTP", True, f"{server} accepted the login{login} over {email.security}{sent}{disabled}")
+
+
+def smtp_hint(exc: MailError) -> str:
+    text = str(exc).lower()
+    if "user or password" in text:
+        return "check email.username and QSP_EMAIL__PASSWORD"
+    if "certificate" in text or "ca_file" in text:
+        return "set email.ca_file to the CA (PEM) that signed the SMTP server's certificate"
+    if "starttls" in text or "tls" in text:
+        return "check email.security (starttls on 587/25, tls on 465) and email.smtp_port"
+    return "check email.smtp_host and email.smtp_port, and that this machine may reach the server"
+
+
+def check_s3(settings: Settings) -> Check:
+    """The bucket exists, answers and has versioning Enabled."""
+    from promoter.versioning import ensure_bucket_versioning, s3_client
+
+    versioning = settings.versioning
+    where = f"s3://{versioning.bucket}" + (
+        f" at {versioning.endpoint_url}" if versioning.endpoint_url else ""
+    )
+    try:
+        s3 = s3_client(versioning)
+        try:
+            ensure_bucket_versioning(s3, versioning.bucket)
+        finally:
+            s3.close()
+    except VersioningError as exc:
+        return Check(
+            "S3",
+            False,
+            str(exc),
+            "create the bucket with versioning Enabled, or check versioning.bucket, endpoint_url, keys",
+        )
+    return Check("S3", True, f"{where} reachable, versioning Enabled")
+
+
+def prefect_api_url() -> tuple[str, bool]:
+    """PREFECT_API_URL as Prefect sees it, or the address `qs-promoter up` uses; and whether it was set."""
+    from prefect.settings import PREFECT_API_URL
+
+    value = PREFECT_API_URL.value()
+    return (str(value).rstrip("/"), True) if value else (DEFAULT_PREFECT_API, False)
+
+
+def check_prefect() -> Check:
+    url, configured = prefect_api_url()
+    source = "PREFECT_API_URL" if configured else "default of `qs-promoter up`"
+    try:
+        answer = httpx.get(f"{url}/health", timeout=CHECK_TIMEOUT, trust_env=False)
+        healthy = answer.status_code == 200 and answer.json() is True
+    except (httpx.HTTPError, ValueError) as exc:
+        healthy, answer = False, exc
+    if not healthy:
+        seen = f"HTTP {answer.status_code}" if isinstance(answer, httpx.Response) else type(answer).__name__
+        return Check(
+            "Prefect API",
+            False,
+            f"{url} ({source}) did not answer /health ({seen})",
+            "start it with `qs-promoter up`, or set PREFECT_API_URL to the running server",
+        )
+    return Check("Prefect API", True, f"{url} ({source}) is healthy")
+
+
+def check_deployments() -> Check:
+    """handle-app-change/qs-promoter is registered (the webhook's flow runs are made from it)."""
+    from promoter.stack import with_prefect
+
+    url, _ = prefect_api_url()
+
+    async def read(client: PrefectClient) -> None:
+        await client.read_deployment_by_name(HANDLE_DEPLOYMENT)
+
+    try:
+        asyncio.run(with_prefect(url, read))
+    except Exception as exc:  # ObjectNotFound, or the API failing: both mean "not usable"
+        return Check(
+            "deployments",
+            False,
+            f"{HANDLE_DEPLOYMENT} not found ({type(exc).__name__})",
+            "register them with `qs-promoter up --register-only`",
+        )
+    return Check("deployments", True, f"{HANDLE_DEPLOYMENT} is registered")
+
+
+def check_webhook(settings: Settings) -> Check:
+    """GET /healthz at the public URL: the address QRS calls must reach a running webhook."""
+    base = settings.webhook.public_base_url.rstrip("/")
+    try:
+        answer = httpx.get(f"{base}/healthz", timeout=CHECK_TIMEOUT, trust_env=False, verify=_system_tls())
+    except httpx.HTTPError as exc:
+        return Check(
+            "webhook",
+            False,
+            f"{base}/healthz: no answer ({type(exc).__name__})",
+            "start it (`qs-promoter up` or `qs-promoter webhook serve`), and make webhook.public_base_url "
+            "an address the Qlik server can reach (firewall, host name)",
+        )
+    if answer.status_code != 200:
+        return Check(
+            "webhook",
+            False,
+            f"{base}/healthz answered {answer.status_code}",
+            "read its log: the outbox or the submitter is not working",
+        )
+    return Check("webhook", True, f"{base}/healthz is ok")
+
+
+def _system_tls() -> ssl.SSLContext:
+    return ssl.create_default_context()

@@ -1,0 +1,252 @@
+"""Day-to-day admin commands: promote an app by hand, roll a target app back, export the audit CSV.
+
+`promote` and `rollback` create flow runs of the registered deployments (the worker does the
+work, the run shows in the Prefect UI), so they need PREFECT_API_URL (default: the server that
+`qs-promoter up` starts on 127.0.0.1:4200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID, uuid4
+
+import typer
+
+from promoter.approval import Mode
+from promoter.cli.options import ConfigFile, RequestedBy, Wait
+from promoter.errors import SettingsError
+from promoter.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+PROMOTE_DEPLOYMENT = "promote-app/qs-promoter"
+ROLLBACK_DEPLOYMENT = "rollback-app/qs-promoter"
+WAIT_POLL_SECONDS = 2.0
+
+AppId = Annotated[UUID, typer.Argument(help="The app's id (GUID), as the QMC shows it in the Apps list.")]
+TargetAppId = Annotated[
+    UUID, typer.Argument(help="The id of the app on the target site (the one that was overwritten).")
+]
+SiteAlias = Annotated[str, typer.Argument(help="The target site alias, as in PromoteToServer (e.g. test).")]
+Sites = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--site",
+        help="Target site alias (repeat for more); default: the sites in the app's PromoteToServer.",
+        show_default=False,
+    ),
+]
+Streams = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stream",
+        help="Stream name on the target sites (repeat for more); default: the app's PromoteToStream.",
+        show_default=False,
+    ),
+]
+PromotionMode = Annotated[
+    Mode | None,
+    typer.Option(
+        "--mode",
+        case_sensitive=False,
+        help="overwrite: replace the app promoted last time (or one of that name); duplicate: add a copy.",
+        show_default=False,
+    ),
+]
+VersionId = Annotated[
+    str | None,
+    typer.Option(
+        "--version",
+        help="S3 version id of the backup to restore; default: the backup taken before the last overwrite.",
+        show_default=False,
+    ),
+]
+CsvFile = Annotated[
+    Path,
+    typer.Option(
+        "--csv", dir_okay=False, help="Where to write the CSV (UTF-8 with BOM, for Excel and Qlik)."
+    ),
+]
+
+audit = typer.Typer(no_args_is_help=True)
+subscriptions = typer.Typer(no_args_is_help=True)
+
+
+def promote(
+    app_id: AppId,
+    site: Sites = None,
+    stream: Streams = None,
+    mode: PromotionMode = None,
+    requested_by: RequestedBy = None,
+    wait: Wait = False,
+    config: ConfigFile = None,
+) -> None:
+    """Promote an app now, without a new approval: a run of promote-app/qs-promoter.
+
+    The source app stays where it is (no unpublish, properties kept). Each call is a new request.
+    """
+    settings = settings_or_exit(config)
+    unknown = [s for s in site or [] if s not in settings.target_sites]
+    if unknown:
+        typer.echo(
+            f"error: unknown site(s) {', '.join(unknown)}; configured: {', '.join(settings.target_sites)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    parameters = {
+        "app_id": str(app_id),
+        "sites": site or None,
+        "streams": stream or None,
+        "mode": mode.value if mode else None,
+        "requested_by": requested_by or current_account(),
+    }
+    # Prefect keeps an idempotency key forever: a repeated promotion needs a fresh one.
+    run_deployment(PROMOTE_DEPLOYMENT, parameters, f"manual:{app_id}:{uuid4()}", wait)
+
+
+def rollback(
+    site: SiteAlias,
+    app_id: TargetAppId,
+    version: VersionId = None,
+    requested_by: RequestedBy = None,
+    wait: Wait = False,
+    config: ConfigFile = None,
+) -> None:
+    """Put a target app back as it was before the last overwrite, keeping its id: a run of rollback-app."""
+    settings = settings_or_exit(config)
+    if site not in settings.target_sites:
+        typer.echo(f"error: unknown site {site!r}; configured: {', '.join(settings.target_sites)}", err=True)
+        raise typer.Exit(2)
+    parameters = {
+        "site_name": site,
+        "target_app_id": str(app_id),
+        "version_id": version,
+        "requested_by": requested_by or current_account(),
+    }
+    run_deployment(ROLLBACK_DEPLOYMENT, parameters, f"rollback:{site}:{app_id}:{uuid4()}", wait)
+
+
+@audit.callback()
+def audit_group() -> None:
+    """The ledger of promotions, for a Qlik dashboard."""
+
+
+@audit.command("export")
+def audit_export(csv: CsvFile, config: ConfigFile = None) -> None:
+    """Write every promotion (one row per site) from the ledger as CSV, for the auditing dashboard."""
+    from promoter.audit import export_csv
+    from promoter.ledger import Ledger
+
+    settings = settings_or_exit(config)
+    with Ledger(settings.ledger_url) as ledger:
+        rows = export_csv(ledger, csv)
+    typer.echo(f"{rows} row(s) written to {csv}")
+
+
+@subscriptions.callback()
+def subscriptions_group() -> None:
+    """The QRS change subscriptions the webhook depends on (they vanish when QRS restarts)."""
+
+
+@subscriptions.command("list")
+def subscriptions_list(config: ConfigFile = None) -> None:
+    """The subscription handles we hold on the source site (QRS itself cannot list them)."""
+    from promoter.subscriptions import list_subscriptions
+
+    records = asyncio.run(list_subscriptions(settings_or_exit(config)))
+    if not records:
+        typer.echo("no subscriptions recorded (the keeper has not run yet)")
+    for r in records:
+        checked = f"last ok {r.last_ok:%Y-%m-%d %H:%M:%S}" if r.last_ok else "never confirmed"
+        error = f"; last error: {r.last_error}" if r.last_error else ""
+        typer.echo(f"{r.kind:<10} {r.handle}  {r.state:<8} {checked}{error}")
+
+
+@subscriptions.command("ensure")
+def subscriptions_ensure(config: ConfigFile = None) -> None:
+    """Subscribe anew now (no gap) and delete the handles replaced, as the keeper does every minute."""
+    from promoter.subscriptions import ensure_subscriptions
+
+    renewal = asyncio.run(ensure_subscriptions(settings_or_exit(config)))
+    typer.echo(renewal.summary())
+    if not renewal.complete:
+        raise typer.Exit(1)
+
+
+@subscriptions.command("drop")
+def subscriptions_drop(config: ConfigFile = None) -> None:
+    """Delete our subscriptions from the source site (uninstall, or a move to another webhook URL).
+
+    Stop the keeper first (pause keep-subscriptions/qs-promoter), or it subscribes again within a minute.
+    """
+    from promoter.subscriptions import drop_subscriptions
+
+    dropped = asyncio.run(drop_subscriptions(settings_or_exit(config)))
+    typer.echo(f"{len(dropped)} subscription(s) deleted from the source site")
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def current_account() -> str:
+    """DOMAIN\\user on Windows, the login name elsewhere: who ran the command, for the ledger."""
+    domain = os.environ.get("USERDOMAIN")
+    user = getpass.getuser()
+    return f"{domain}\\{user}" if domain else user
+
+
+def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: bool) -> None:
+    """Create a flow run of ``deployment``, print its URL, and with ``wait`` follow it to the end."""
+    from promoter.cli.doctor import prefect_api_url
+    from promoter.stack import with_prefect
+
+    api_url, _ = prefect_api_url()
+
+    async def create(client: PrefectClient) -> FlowRun:
+        found = await client.read_deployment_by_name(deployment)
+        return await client.create_flow_run_from_deployment(
+            found.id, parameters=parameters, idempotency_key=key
+        )
+
+    try:
+        run = asyncio.run(with_prefect(api_url, create))
+    except Exception as exc:  # ObjectNotFound, connection refused, 5xx: all end the command the same way
+        typer.echo(f"error: could not start {deployment} at {api_url}: {type(exc).__name__}: {exc}", err=True)
+        typer.echo("hint: is the stack running (`qs-promoter up`) and PREFECT_API_URL right?", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"flow run {run.name} ({run.id}): {run_url(api_url, run.id)}")
+    if not wait:
+        return
+    final = asyncio.run(with_prefect(api_url, lambda client: follow(client, run.id)))
+    assert final.state is not None
+    typer.echo(f"{final.state.name}: {final.state.message or ''}".rstrip(": "))
+    if not final.state.is_completed():
+        raise typer.Exit(1)
+
+
+async def follow(client: PrefectClient, run_id: UUID) -> FlowRun:
+    """Print each state the run passes through until it is final."""
+    last = None
+    while True:
+        run = await client.read_flow_run(run_id)
+        if run.state is not None and run.state.name != last:
+            last = run.state.name
+            typer.echo(f"  {last}")
+        if run.state is not None and run.state.is_final():
+            return run
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+
+
+def run_url(api_url: str, run_id: UUID) -> str:
+    return f"{api_url.removesuffix('/api')}/runs/flow-run/{run_id}"

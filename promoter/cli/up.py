@@ -1,0 +1,120 @@
+"""`qs-promoter up`: run the whole service on this machine until Ctrl-C (Prefect server, worker, webhook)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.cli.options import ConfigFile, PrefectHost, PrefectPort, StateDir
+from promoter.errors import SettingsError
+from promoter.settings import Settings, config_path, load_settings
+
+RegisterOnly = Annotated[
+    bool,
+    typer.Option(
+        "--register-only",
+        help="Only create the work pool, the deployments and the automation, then stop "
+        "(for a server and worker run as services).",
+    ),
+]
+
+
+def up(
+    config: ConfigFile = None,
+    register_only: RegisterOnly = False,
+    state_dir: StateDir = Path("var"),
+    prefect_host: PrefectHost = "127.0.0.1",
+    prefect_port: PrefectPort = 4200,
+) -> None:
+    """Start what is missing: a Prefect server (unless PREFECT_API_URL is set), the work pool, the
+    deployments from prefect.yaml, the zombie-run automation, a worker and the webhook.
+
+    Runs until Ctrl-C or SIGTERM, then stops what it started (the worker first).
+    """
+    settings = settings_or_exit(config)
+    state = state_dir.resolve()
+    # Before Prefect is imported here: its settings are read once, at import.
+    os.environ["PREFECT_HOME"] = str(state / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from promoter.stack import Interrupted, Stack, StackError, StackOptions, project_dir
+
+    options = StackOptions(
+        config=config_path(config).resolve(),
+        state_dir=state,
+        project_dir=project_dir(),
+        prefect_host=prefect_host,
+        prefect_port=prefect_port,
+        api_url=os.environ.get("PREFECT_API_URL") or None,
+    )
+    stack = Stack(settings, options, echo=echo)
+    with stop_on_signals(stack.stop_requested.set):
+        try:
+            stack.start(register_only=register_only)
+        except Interrupted:
+            echo("stopped before everything was up")
+            raise typer.Exit(130) from None
+        except StackError as exc:
+            echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if register_only:
+            stack.stop()
+            echo("registered; nothing else was started")
+            return
+        echo("")
+        echo(f"Prefect UI: {stack.ui_url}")
+        echo(
+            f"webhook:    {settings.webhook.public_base_url} (QRS calls it; local {stack.webhook_local_url})"
+        )
+        echo(f"logs:       {options.log_dir}")
+        echo("Press Ctrl-C to stop.")
+        died = stack.watch()
+        if died is not None:
+            echo(f"error: {died.name} exited with code {died.returncode}:\n{died.log_tail()}", err=True)
+        echo("stopping ...")
+        stack.stop()
+        echo("stopped")
+    if died is not None:
+        raise typer.Exit(1)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """The settings, or exit code 2 with the file and field named (and webhook secret checked)."""
+    from promoter.webhook.auth import require_secret
+
+    try:
+        settings = load_settings(config)
+        require_secret(settings.webhook)
+    except SettingsError as exc:
+        echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, Ctrl-C, SIGTERM (and Ctrl-Break on Windows) call ``stop`` instead of
+    raising; the children then inherit default (not ignored) signal handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread (e.g. a test runner's worker)
+        return
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if sys.platform == "win32":
+        wanted.append(signal.SIGBREAK)
+    previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def echo(message: str, *, err: bool = False) -> None:
+    typer.echo(message, err=err)

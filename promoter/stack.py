@@ -1,0 +1,491 @@
+"""`qs-promoter up`: the Prefect server, work pool, deployments, zombie-run automation, worker and webhook.
+
+``Stack.start()`` starts what is missing, in order, each as a child process in its own process
+group (``promoter.launcher``), and waits until each answers; ``Stack.stop()`` stops what it
+started, the worker first. Deployments are registered by running ``prefect --no-prompt deploy
+--all`` on ``prefect.yaml``: the same file an admin deploys by hand, so the names, schedules and
+concurrency limits cannot drift apart. Prefect is imported only inside the functions that talk
+to its API (the core stays free of it, and the CLI starts fast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import httpx
+
+import promoter
+from promoter.errors import PromoterError
+from promoter.launcher import Child, python_command, run_command, start_child, wait_for
+from promoter.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+T = TypeVar("T")
+
+PROJECT_FILE = "prefect.yaml"
+WORK_POOL = "qs-promoter"  # the pool prefect.yaml deploys to
+KEEPER_DEPLOYMENT = "keep-subscriptions/qs-promoter"
+ZOMBIE_AUTOMATION = "qs-promoter-crash-zombie-flow-runs"
+# Our worker's flow runs send a heartbeat this often; a run silent for ZOMBIE_AFTER is crashed.
+HEARTBEAT_SECONDS = 60
+ZOMBIE_AFTER = timedelta(seconds=5 * HEARTBEAT_SECONDS)
+# Flow runs older than this are removed from the Prefect database (a 60 s schedule makes 1,440 a day).
+RETENTION_SECONDS = 30 * 24 * 3600
+
+SERVER_START_TIMEOUT = 180.0  # a fresh SQLite database runs every migration: 10-15 s idle, more when busy
+DEPLOY_TIMEOUT = 180.0
+WORKER_START_TIMEOUT = 90.0
+WEBHOOK_START_TIMEOUT = 60.0
+WORKER_STOP_GRACE = 30.0
+
+
+class StackError(PromoterError):
+    """A part of the stack could not be started; the message says which and why."""
+
+
+class Interrupted(PromoterError):
+    """Ctrl-C or SIGTERM arrived while the stack was starting."""
+
+
+@dataclass(frozen=True, slots=True)
+class StackOptions:
+    """Where the stack keeps its state and how it reaches Prefect (absolute paths)."""
+
+    config: Path
+    state_dir: Path
+    project_dir: Path
+    prefect_host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    api_url: str | None = None  # an existing Prefect server (PREFECT_API_URL): none is started
+    reuse_running_server: bool = True  # a Prefect server already answering on host:port is used
+    worker_query_seconds: float = 1.0
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+
+@dataclass
+class Stack:
+    """The running parts of one installation; ``start()``, then ``stop()`` (also after a failed start)."""
+
+    settings: Settings
+    options: StackOptions
+    echo: Callable[[str], None] = print
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    children: list[Child] = field(default_factory=list)
+    api_url: str = ""
+    webhook_started: bool = False
+
+    # -- what an admin is told -----------------------------------------------------------------
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    @property
+    def webhook_local_url(self) -> str:
+        """Where this machine reaches the webhook (a wildcard bind is reached on loopback)."""
+        host = self.settings.webhook.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.settings.webhook.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment every child gets: our Prefect home and API, the settings file, UTF-8."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREFECT_HOME": str(self.options.prefect_home),
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "QSP_CONFIG": str(self.options.config),
+                "QSP_PROJECT_DIR": str(self.options.project_dir),
+                # Windows code pages otherwise break Prefect's subprocess output (prefect #15330).
+                "PYTHONIOENCODING": "UTF-8",
+                "PYTHONUTF8": "1",
+            }
+        )
+        return env
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, *, register_only: bool = False) -> None:
+        """Start what is missing; on any failure stop what was started and raise StackError."""
+        self.options.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_server()
+            self._check_interrupt()
+            self._ensure_work_pool()
+            self._register_deployments()
+            self._ensure_zombie_automation()
+            if register_only:
+                return
+            self._check_interrupt()
+            self._start_worker()
+            self._check_interrupt()
+            self._start_webhook()
+            self._start_keeper()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_interrupt(self) -> None:
+        if self.stop_requested.is_set():
+            raise Interrupted("stopped while starting")
+
+    def _start_server(self) -> None:
+        if self.options.api_url:
+            self.api_url = self.options.api_url.rstrip("/")
+            if not self._wait_healthy(30.0):
+                raise StackError(f"Prefect API {self.api_url} (PREFECT_API_URL) does not answer /health")
+            self.echo(f"Prefect server: using {self.ui_url} (PREFECT_API_URL)")
+            return
+        host, port = self.options.prefect_host, self.options.prefect_port
+        self.api_url = f"http://{url_host(host)}:{port}/api"
+        if self.options.reuse_running_server and self._wait_healthy(0.0):
+            self.echo(f"Prefect server: already running at {self.ui_url}")
+            return
+        if not port_free(host, port):
+            raise StackError(
+                f"port {port} on {host} is taken by something that is not a Prefect server; "
+                "stop it, or choose another port with --prefect-port"
+            )
+        env = self.environment()
+        env.update(
+            {
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(RETENTION_SECONDS),
+            }
+        )
+        env.pop("PREFECT_API_URL")  # the server must not think it is a client of another one
+        self.options.prefect_home.mkdir(parents=True, exist_ok=True)
+        command = python_command(
+            "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"
+        )
+        self.echo(f"Prefect server: starting at {self.ui_url} (database in {self.options.prefect_home})")
+        child = self._spawn("prefect-server", command, env)
+        began = time.monotonic()
+        if not self._wait_healthy(SERVER_START_TIMEOUT, child):
+            raise StackError(self._failed(child, f"did not answer {self.api_url}/health"))
+        self.echo(f"Prefect server: ready in {time.monotonic() - began:.1f} s")
+
+    def _ensure_work_pool(self) -> None:
+        name = self.settings.prefect.work_pool
+        if name != WORK_POOL:
+            raise StackError(
+                f"settings prefect.work_pool is {name!r} but prefect.yaml deploys to {WORK_POOL!r}; "
+                "use the same name in both"
+            )
+        created = self._prefect(ensure_work_pool(name))
+        self.echo(f"work pool {name!r}: {'created' if created else 'present'}")
+
+    def _register_deployments(self) -> None:
+        project = self.options.project_dir
+        if not (project / PROJECT_FILE).is_file():
+            raise StackError(f"{project / PROJECT_FILE} not found: run from a checkout of qs-promoter")
+        began = time.monotonic()
+        code, tail = run_command(
+            python_command("-m", "prefect", "--no-prompt", "deploy", "--all"),
+            env=self.environment(),
+            cwd=project,
+            log_file=self.options.log_dir / "deploy.log",
+            timeout=DEPLOY_TIMEOUT,
+        )
+        if code != 0:
+            raise StackError(f"registering the deployments failed (exit {code}):\n{tail}")
+        names = self._prefect(deployment_names(self.settings.prefect.work_pool))
+        self.echo(f"deployments: {', '.join(names)} ({time.monotonic() - began:.1f} s)")
+
+    def _ensure_zombie_automation(self) -> None:
+        created = self._prefect(ensure_zombie_automation())
+        if created:
+            self.echo(f"automation {ZOMBIE_AUTOMATION!r}: created (runs silent for {ZOMBIE_AFTER} crash)")
+
+    def _start_worker(self) -> None:
+        name = f"qs-promoter-{socket.gethostname()}"
+        env = self.environment()
+        env.update(
+            {
+                # Pick up new flow runs within a second or two instead of ten (prefect-notes §3.2).
+                "PREFECT_WORKER_QUERY_SECONDS": f"{self.options.worker_query_seconds:g}",
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            }
+        )
+        pool = self.settings.prefect.work_pool
+        command = python_command(
+            "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name
+        )
+        since = datetime.now(UTC) - timedelta(seconds=5)
+        child = self._spawn("worker", command, env)
+        began = time.monotonic()
+
+        def online() -> bool:
+            return not child.alive() or self._prefect(worker_seen(pool, name, since))
+
+        if (
+            not wait_for(online, WORKER_START_TIMEOUT, interval=0.5, stop=self.stop_requested)
+            or not child.alive()
+        ):
+            self._check_interrupt()
+            raise StackError(self._failed(child, "did not come online in the work pool"))
+        self.echo(f"worker {name!r}: polling pool {pool!r} ({time.monotonic() - began:.1f} s)")
+
+    def _start_webhook(self) -> None:
+        url = self.webhook_local_url
+        if self._webhook_healthy(url):
+            self.echo(f"webhook: already running at {url}")
+            return
+        webhook = self.settings.webhook
+        if not port_free(webhook.host, webhook.port):
+            raise StackError(f"webhook port {webhook.port} on {webhook.host} is taken by another program")
+        command = python_command(
+            "-m", "promoter.cli", "webhook", "serve", "--config", str(self.options.config)
+        )
+        child = self._spawn("webhook", command, self.environment())
+        began = time.monotonic()
+
+        def healthy() -> bool:
+            return not child.alive() or self._webhook_healthy(url)
+
+        if (
+            not wait_for(healthy, WEBHOOK_START_TIMEOUT, interval=0.25, stop=self.stop_requested)
+            or not child.alive()
+        ):
+            self._check_interrupt()
+            raise StackError(self._failed(child, f"did not answer {url}/healthz"))
+        self.webhook_started = True
+        self.echo(f"webhook: listening at {url} ({time.monotonic() - began:.1f} s)")
+
+    def _start_keeper(self) -> None:
+        """Run keep-subscriptions now: notifications flow at once, not only at the first 60 s tick."""
+        run = self._prefect(start_deployment_run(KEEPER_DEPLOYMENT))
+        self.echo(f"{KEEPER_DEPLOYMENT}: first run {run} requested (then every 60 s)")
+
+    # -- run and stop ----------------------------------------------------------------------
+
+    def watch(self) -> Child | None:
+        """Block until stop is requested (None) or a child exits on its own (that child)."""
+        while not self.stop_requested.wait(0.5):  # a timed wait stays interruptible on Windows
+            for child in self.children:
+                if not child.alive():
+                    return child
+        return None
+
+    def stop(self) -> None:
+        """Stop every child this stack started: the worker first, the Prefect server last."""
+        order = {"worker": 0, "webhook": 1, "prefect-server": 2}
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 1)):
+            if child.alive():
+                self.echo(f"stopping {child.name} (pid {child.pid})")
+            grace = WORKER_STOP_GRACE if child.name == "worker" else 15.0
+            code = child.stop(grace)
+            if code not in (0, None) and child.name == "worker" and code < 0:
+                self.echo(f"{child.name} had to be killed (exit {code})")
+        self.children.clear()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> Child:
+        child = start_child(
+            name, command, env=env, cwd=Path.cwd(), log_file=self.options.log_dir / f"{name}.log"
+        )
+        self.children.append(child)
+        return child
+
+    def _failed(self, child: Child, what: str) -> str:
+        state = "exited with code " + str(child.returncode) if not child.alive() else what
+        return f"{child.name} {state} (log: {child.log_file}):\n{child.log_tail()}"
+
+    def _wait_healthy(self, timeout: float, child: Child | None = None) -> bool:
+        def healthy() -> bool:
+            if child is not None and not child.alive():
+                return True  # stop waiting; the caller reports the exit
+            try:
+                answer = httpx.get(f"{self.api_url}/health", timeout=2.0, trust_env=False)
+                return answer.status_code == 200 and answer.json() is True
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        ok = wait_for(healthy, timeout, interval=0.25, stop=self.stop_requested)
+        if ok and child is not None and not child.alive():
+            return False
+        if not ok:
+            self._check_interrupt()
+        return ok
+
+    @staticmethod
+    def _webhook_healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _prefect(self, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        return asyncio.run(with_prefect(self.api_url, call))
+
+
+# -- Prefect API calls (each takes the client) -----------------------------------------------
+
+
+async def with_prefect(api_url: str, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
+    """Run ``call(client)`` with a Prefect client for ``api_url`` (whatever this process's settings say)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            return await call(client)
+
+
+def ensure_work_pool(name: str) -> Callable[[PrefectClient], Awaitable[bool]]:
+    """Create the process work pool ``name`` with Prefect's default job template; True if created."""
+
+    async def call(client: PrefectClient) -> bool:
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectNotFound
+        from prefect.workers.process import ProcessWorker
+
+        try:
+            await client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            await client.create_work_pool(
+                WorkPoolCreate(name=name, type="process", base_job_template=template)
+            )
+            return True
+
+    return call
+
+
+def deployment_names(pool: str) -> Callable[[PrefectClient], Awaitable[list[str]]]:
+    """The ``flow/deployment`` names of every deployment in the work pool."""
+
+    async def call(client: PrefectClient) -> list[str]:
+        from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+        deployments = await client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+        )
+        flows = {f.id: f.name for f in await client.read_flows()}
+        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
+
+    return call
+
+
+def ensure_zombie_automation() -> Callable[[PrefectClient], Awaitable[bool]]:
+    """Crash flow runs whose heartbeats stopped (worker and run both died); True if created.
+
+    Without it such a run stays Running forever in the OSS server (prefect-notes §5.8).
+    """
+
+    async def call(client: PrefectClient) -> bool:
+        from prefect.client.schemas.objects import StateType
+        from prefect.events.actions import ChangeFlowRunState
+        from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+        from prefect.events.schemas.events import ResourceSpecification
+
+        if await client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            return False
+        automation = AutomationCore(
+            name=ZOMBIE_AUTOMATION,
+            description="Mark flow runs Crashed when their heartbeats stop (worker and run both died).",
+            enabled=True,
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"},
+                expect={"prefect.flow-run.*"},
+                match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=ZOMBIE_AFTER,
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"No heartbeat for {ZOMBIE_AFTER.total_seconds():.0f} s: the worker died.",
+                )
+            ],
+        )
+        await client.create_automation(automation)
+        return True
+
+    return call
+
+
+def start_deployment_run(name: str) -> Callable[[PrefectClient], Awaitable[str]]:
+    """Create a flow run of the deployment ``name`` (``flow/deployment``) now; returns the run's name."""
+
+    async def call(client: PrefectClient) -> str:
+        deployment = await client.read_deployment_by_name(name)
+        run = await client.create_flow_run_from_deployment(deployment.id, tags=["qs-promoter-up"])
+        return run.name
+
+    return call
+
+
+def worker_seen(pool: str, name: str, since: datetime) -> Callable[[PrefectClient], Awaitable[bool]]:
+    """True once the worker ``name`` has sent a heartbeat to ``pool`` after ``since``."""
+
+    async def call(client: PrefectClient) -> bool:
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            workers = await client.read_workers_for_work_pool(pool)
+        except ObjectNotFound:
+            return False
+        return any(
+            w.name == name and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since
+            for w in workers
+        )
+
+    return call
+
+
+# -- places and ports ------------------------------------------------------------------------
+
+
+def project_dir() -> Path:
+    """The folder with prefect.yaml: the checkout qs-promoter runs from (an editable install)."""
+    return Path(promoter.__file__).resolve().parent.parent
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def port_free(host: str, port: int) -> bool:
+    """True if a server could listen on host:port now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if os.name != "nt":  # as uvicorn does; on Windows SO_REUSEADDR would share a used port
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now on ``host``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,143 @@
+"""`qs-promoter doctor`: one OK/FAIL line per check, a fix for every failure, exit code 1 if any failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from prefect.client.orchestration import PrefectClient
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from promoter.cli import app
+from promoter.sandbox.s3 import S3Sandbox
+from promoter.sandbox.serving import ServerThread, tcp_listener
+from promoter.sandbox.smtp import SmtpSandbox
+from promoter.settings import Settings, WebhookSettings, write_settings
+from promoter.stack import free_port
+from promoter.webhook.app import create_app
+from tests.fixtures.deployments import Registration
+
+SECRET = "doctor-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def healthy(
+    sandbox_settings: Settings,
+    smtp_server: SmtpSandbox,
+    s3_server: S3Sandbox,
+    registered_deployments: Registration,
+    tmp_path: Path,
+) -> Iterator[Path]:
+    """A settings file for the sandbox sites, SMTP and S3, with a real webhook answering at its public URL."""
+    sock = tcp_listener()
+    port = sock.getsockname()[1]
+    webhook = WebhookSettings(
+        host="127.0.0.1",
+        port=port,
+        public_base_url=f"http://127.0.0.1:{port}",
+        secret=SecretStr(SECRET),
+        outbox_path=tmp_path / "outbox.db",
+    )
+    settings = sandbox_settings.model_copy(
+        update={"email": smtp_server.settings(), "versioning": s3_server.settings(), "webhook": webhook}
+    )
+    api = registered_deployments.api_url
+    application = create_app(settings, prefect_client_factory=lambda: PrefectClient(api=api))
+    server = ServerThread(uvicorn.Config(application, log_level="warning", lifespan="on"), sock, "webhook")
+    server.start()
+    server.wait_started()
+    try:
+        yield write_settings(settings, tmp_path / "qs-promoter.toml")
+    finally:
+        server.stop()
+
+
+def test_every_check_passes_against_a_working_installation(healthy: Path, smtp_server: SmtpSandbox) -> None:
+    """Sandbox sites, SMTP, S3, Prefect with the deployments and a running webhook: every line is OK,
+    exit code 0; with --send-test-email the test message reaches the SMTP server."""
+    result = CliRunner().invoke(
+        app, ["doctor", "--config", str(healthy), "--send-test-email", "admin@acme.example"]
+    )
+
+    lines = [line for line in result.output.splitlines() if line.startswith(("OK", "FAIL"))]
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0].split(maxsplit=1)[1] for line in lines] == [
+        "settings",
+        "webhook secret",
+        "source certificates",
+        "source QRS",
+        "test certificates",
+        "test QRS",
+        "prod certificates",
+        "prod QRS",
+        "SMTP",
+        "S3",
+        "Prefect API",
+        "deployments",
+        "webhook",
+    ]
+    assert all(line.startswith("OK") for line in lines), result.output
+    assert "all checks passed" in result.output
+    [mail] = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ("admin@acme.example",)
+
+
+def test_each_kind_of_failure_is_reported_with_a_fix(
+    sandbox_settings: Settings, smtp_server: SmtpSandbox, s3_server: S3Sandbox, tmp_path: Path
+) -> None:
+    """Missing certificates, an untrusted server certificate, a wrong SMTP password, a missing bucket,
+    no Prefect API and no webhook: each is one FAIL line with a fix, and the exit code is 1."""
+    empty = tmp_path / "no-certs"
+    empty.mkdir()
+    sites = dict(sandbox_settings.target_sites)
+    sites["test"] = sites["test"].model_copy(update={"cert_dir": empty})
+    # prod's server certificate is not signed by the dev CA that this folder trusts
+    sites["prod"] = sites["prod"].model_copy(update={"cert_dir": sandbox_settings.source_site.cert_dir})
+    nobody = free_port()
+    settings = sandbox_settings.model_copy(
+        update={
+            "target_sites": sites,
+            "email": smtp_server.settings(password=SecretStr("wrong-password")),
+            "versioning": s3_server.settings(bucket="no-such-bucket"),
+            "webhook": WebhookSettings(
+                secret=SecretStr(SECRET), public_base_url=f"http://127.0.0.1:{nobody}"
+            ),
+        }
+    )
+    config = write_settings(settings, tmp_path / "qs-promoter.toml")
+
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{nobody}/api"}):
+        result = CliRunner().invoke(app, ["doctor", "--config", str(config)])
+
+    failed = {
+        line.split(":")[0].removeprefix("FAIL").strip(): line
+        for line in result.output.splitlines()
+        if line.startswith("FAIL")
+    }
+    fixes = [line for line in result.output.splitlines() if line.strip().startswith("fix:")]
+    assert result.exit_code == 1
+    assert sorted(failed) == ["Prefect API", "S3", "SMTP", "prod QRS", "test certificates", "webhook"]
+    assert len(fixes) == len(failed)
+    assert "client.pem missing" in failed["test certificates"]
+    assert "qs-promoter up" in result.output  # the Prefect and webhook fixes
+    assert "root.pem does not match the server certificate" in result.output
+    assert "user or password not accepted" in failed["SMTP"]
+    assert "wrong-password" not in result.output
+    assert "the bucket does not exist" in failed["S3"]
+    assert "OK    source QRS" in result.output
+
+
+def test_an_unreadable_settings_file_is_the_only_check(tmp_path: Path) -> None:
+    """A broken settings file fails the first check; nothing else is tried."""
+    config = tmp_path / "qs-promoter.toml"
+    config.write_text("[source_site\n", encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config)])
+
+    assert result.exit_code == 1
+    assert result.output.startswith(f"FAIL  settings: {config}: not valid TOML")
+    assert result.output.count("FAIL") == 1

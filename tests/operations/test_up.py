@@ -1,0 +1,207 @@
+"""`qs-promoter up`: refuses bad settings, registers prefect.yaml, runs the stack, stops it all on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from promoter.cli import app
+from promoter.sandbox.server import Sandbox
+from promoter.settings import Settings, WebhookSettings, write_settings
+from promoter.stack import free_port, with_prefect
+from tests.fixtures.deployments import Registration, child_environment, cli_command
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+EXPECTED_DEPLOYMENTS = {
+    "handle-app-change/qs-promoter": (None, None),
+    "promote-app/qs-promoter": (None, None),
+    "alert-on-publish/qs-promoter": (None, None),
+    "rollback-app/qs-promoter": (None, None),
+    "keep-subscriptions/qs-promoter": (60.0, 1),
+    "reconcile/qs-promoter": (600.0, 1),
+}
+START_TIMEOUT = 300  # a fresh Prefect database on a busy 2-core CI box
+STOP_TIMEOUT = 90
+
+
+def test_up_refuses_a_settings_file_with_an_error(tmp_path: Path) -> None:
+    """A misspelt key stops `up` before anything starts: exit code 2, the file and the key named."""
+    config = tmp_path / "qs-promoter.toml"
+    config.write_text('[source_site]\nhost = "qlik-dev"\nprot = 4242\n', encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["up", "--config", str(config), "--state-dir", str(tmp_path / "var")])
+
+    assert result.exit_code == 2
+    assert f"{config}: source_site.prot: Extra inputs are not permitted" in result.output
+    assert not (tmp_path / "var").exists()
+
+
+def test_up_refuses_a_missing_webhook_secret(tmp_path: Path) -> None:
+    """Without webhook.secret the webhook could not start: `up` says so (exit 2) and starts nothing."""
+    config = tmp_path / "qs-promoter.toml"
+    config.write_text('[source_site]\nhost = "qlik-dev"\n', encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["up", "--config", str(config), "--state-dir", str(tmp_path / "var")])
+
+    assert result.exit_code == 2
+    assert "webhook.secret must be at least 16 characters" in result.output
+
+
+async def test_register_only_creates_every_deployment_of_prefect_yaml(
+    registered_deployments: Registration,
+) -> None:
+    """`up --register-only` registers the six deployments with their schedules and limits, the work
+    pool and the zombie-run automation, and leaves no process running."""
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    async def read(client: PrefectClient) -> tuple:
+        pool = await client.read_work_pool("qs-promoter")
+        deployments = await client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=["qs-promoter"]))
+        )
+        flows = {f.id: f.name for f in await client.read_flows()}
+        automations = await client.read_automations_by_name("qs-promoter-crash-zombie-flow-runs")
+        return pool, deployments, flows, automations
+
+    pool, deployments, flows, automations = await with_prefect(registered_deployments.api_url, read)
+
+    found = {
+        f"{flows[d.flow_id]}/{d.name}": (
+            d.schedules[0].schedule.interval.total_seconds() if d.schedules else None,
+            d.global_concurrency_limit.limit if d.global_concurrency_limit else None,
+        )
+        for d in deployments
+    }
+    assert found == EXPECTED_DEPLOYMENTS
+    assert pool.type == "process"
+    assert all(
+        d.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"]
+        == str(Path.cwd().resolve())
+        for d in deployments
+    )
+    assert {d.concurrency_options.collision_strategy.value for d in deployments if d.concurrency_options} == {
+        "CANCEL_NEW"
+    }
+    assert len(automations) == 1
+    assert "registered; nothing else was started" in registered_deployments.output
+
+
+def settings_webhook_url(config: Path) -> str:
+    from promoter.settings import load_settings
+
+    return load_settings(config).webhook.public_base_url
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc): children, grandchildren ..."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def stack_config(sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path) -> Iterator[Path]:
+    """Settings for `up` against the sandbox sites, with the webhook on a free loopback port."""
+    port = free_port()
+    webhook = WebhookSettings(
+        host="127.0.0.1",
+        port=port,
+        public_base_url=f"http://127.0.0.1:{port}",
+        secret="up-test-secret-0123456789abcdef",
+        outbox_path=tmp_path / "outbox.db",
+    )
+    settings = sandbox_settings.model_copy(update={"webhook": webhook, "work_dir": tmp_path / "work"})
+    yield write_settings(settings, tmp_path / "qs-promoter.toml")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_up_runs_the_stack_and_ctrl_c_stops_every_process(stack_config: Path, tmp_path: Path) -> None:
+    """Started from a shell that ignores SIGINT (as `cmd &` does), `up` brings up the Prefect server,
+    worker and webhook; one SIGINT stops all of them and everything they started, with exit code 0."""
+    prefect_port = free_port()
+    env = child_environment()
+    env.pop("PREFECT_API_URL", None)
+    up = shlex.join(
+        cli_command(
+            "up", "--config", str(stack_config), "--state-dir", "var", "--prefect-port", str(prefect_port)
+        )
+    )
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", f"trap '' INT; exec {up}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    )
+    watchdog = threading.Timer(START_TIMEOUT + STOP_TIMEOUT, process.kill)  # never hang the suite
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if "Press Ctrl-C to stop." in line:
+                break
+        output = "\n".join(lines)
+        assert "Press Ctrl-C to stop." in output, output
+        children = descendants(process.pid)
+        api = f"http://127.0.0.1:{prefect_port}/api"
+        health = httpx.get(f"{api}/health", trust_env=False).json()
+        webhook = httpx.get(f"{settings_webhook_url(stack_config)}/healthz", trust_env=False)
+
+        process.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        rest, _ = process.communicate(timeout=STOP_TIMEOUT)
+        stopped_in = time.monotonic() - began
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in descendants(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+    assert health is True
+    assert webhook.status_code == 200, webhook.text
+    assert len(children) >= 3, output  # server, worker, webhook (and maybe a keeper flow run)
+    assert process.returncode == 0, output + rest
+    assert [pid for pid in children if alive(pid)] == [], output + rest
+    assert "stopping worker" in rest and rest.index("stopping worker") < rest.index("stopping prefect-server")
+    print(f"up: stopped in {stopped_in:.1f} s")
