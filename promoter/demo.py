@@ -15,14 +15,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from pydantic import SecretStr
 
 from promoter.errors import PromoterError
+from promoter.orchestration import recent_runs, run_states, with_prefect
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
@@ -39,6 +41,7 @@ PREFECT_PORT = 4200
 WEBHOOK_PORT = 8787
 STEP_TIMEOUT = 120.0
 APP_NAME = "Sales Dashboard"
+HANDLE_DEPLOYMENT = "handle-app-change/qs-promoter"
 # Kept between runs: the Prefect database (its history shows in the UI, and a restart is faster).
 KEEP = {"prefect"}
 
@@ -73,6 +76,7 @@ class Demo:
     world: World | None = None
     steps: list[Step] = field(default_factory=list)
     began: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     app_id: UUID | None = None
     s3_version: str = ""
 
@@ -81,6 +85,7 @@ class Demo:
     def prepare(self) -> None:
         """Start the stand-ins, build the Qlik world, write the settings file, start the stack."""
         self.began = time.monotonic()
+        self.started_at = datetime.now(UTC)
         self._clean()
         self._start_sites()
         self.smtp = SmtpSandbox(
@@ -228,6 +233,11 @@ class Demo:
             lambda: self._mail(REP.email, "Promoted"),
             lambda: self._mailbox(),
         )
+        self.wait(
+            "the flow runs that did it completed: publish alert and promotion (Prefect API)",
+            self._handled,
+            lambda: ", ".join(f"{name}: {state}" for name, state in self._handle_runs()) or "no runs",
+        )
 
     def wait(self, title: str, check: Callable[[], object], seen: Callable[[], str]) -> object:
         """Poll ``check`` (truthy = verified) until ``step_timeout``; print the step or raise StepFailed."""
@@ -295,6 +305,19 @@ class Demo:
         copy = any(a.name == APP_NAME and not a.published and a.owner.user_id == REP.user_id for a in apps)
         return original_gone and copy
 
+    def _handle_runs(self) -> list[tuple[str, str]]:
+        """(name, state) of this session's handle-app-change runs (earlier demos' runs stay in the DB)."""
+        assert self.stack is not None
+        api = self.stack.api_url
+        return run(with_prefect(api, lambda client: run_states(client, HANDLE_DEPLOYMENT, self.started_at)))
+
+    def _handled(self) -> bool:
+        runs = self._handle_runs()
+        broken = [f"{name}: {state}" for name, state in runs if state in ("FAILED", "CRASHED", "CANCELLED")]
+        if broken:
+            raise StepFailed("flow runs", f"{', '.join(broken)} (see the Prefect UI and {self.root / 'log'})")
+        return len(runs) >= 2 and all(state == "COMPLETED" for _, state in runs)
+
     # -- the end ---------------------------------------------------------------------------
 
     def save_mail(self) -> list[Path]:
@@ -323,19 +346,14 @@ class Demo:
         return lines
 
     def flow_run_report(self) -> list[str]:
-        """The flow runs so far and their states (for a failed step: what the worker did)."""
+        """The newest flow runs and their states (for a failed step: what the worker did)."""
         if self.stack is None or not self.stack.api_url:
             return []
-        from promoter.stack import with_prefect
-
-        async def read(client: Any) -> list[str]:
-            runs = await client.read_flow_runs(limit=20)
-            return [f"  {r.name}: {r.state.name if r.state else '?'}" for r in runs]
-
         try:
-            return run(with_prefect(self.stack.api_url, read))
+            runs = run(with_prefect(self.stack.api_url, recent_runs))
         except Exception as exc:  # a report for a failure must not fail itself
             return [f"  (flow runs not readable: {type(exc).__name__})"]
+        return [f"  {name}: {state}" for name, state in runs]
 
     def stop(self) -> None:
         """Stop the stack (worker first), then the stand-ins."""

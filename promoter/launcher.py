@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 WINDOWS = sys.platform == "win32"
@@ -151,12 +151,16 @@ def run_command(
 
 
 def wait_for(
-    condition: object, timeout: float, *, interval: float = 0.25, stop: threading.Event | None = None
+    condition: Callable[[], object],
+    timeout: float,
+    *,
+    interval: float = 0.25,
+    stop: threading.Event | None = None,
 ) -> bool:
     """Poll ``condition()`` until it is true (True), ``timeout`` passes or ``stop`` is set (False)."""
     deadline = time.monotonic() + timeout
     while True:
-        if callable(condition) and condition():
+        if condition():
             return True
         if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return False

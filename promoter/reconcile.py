@@ -239,10 +239,14 @@ async def temporary_uploads(qrs: QrsClient) -> list[App]:
 
 
 async def sweep_leftovers(qrs: QrsClient, *, min_age: timedelta, protected: set[str], log: Log) -> list[App]:
-    """Delete one site's leftover temporary uploads; returns the apps deleted."""
-    leftovers = leftover_uploads(
-        await temporary_uploads(qrs), now=qrs_now(), min_age=min_age, protected=protected
-    )
+    """Delete one site's leftover temporary uploads; returns the apps deleted.
+
+    Only apps we uploaded (owned by the site's configured X-Qlik-User) are candidates: anyone can
+    name an app like a temporary upload, and such an app is not ours to delete.
+    """
+    ours = f"{qrs.site.user_directory}\\{qrs.site.user_id}".casefold()
+    uploads = [app for app in await temporary_uploads(qrs) if app.owner.account.casefold() == ours]
+    leftovers = leftover_uploads(uploads, now=qrs_now(), min_age=min_age, protected=protected)
     deleted = []
     for app in leftovers:
         try:

@@ -25,7 +25,28 @@ import httpx
 
 import promoter
 from promoter.errors import PromoterError
-from promoter.launcher import Child, python_command, run_command, start_child, wait_for
+from promoter.launcher import (
+    Child,
+    python_command,
+    restore_interrupt,
+    run_command,
+    start_child,
+    wait_for,
+)
+from promoter.orchestration import (
+    HEARTBEAT_SECONDS,
+    ZOMBIE_AFTER,
+    ZOMBIE_AUTOMATION,
+    active_runs,
+    cancel_maintenance_runs,
+    crash_active_runs,
+    deployment_names,
+    ensure_work_pool,
+    ensure_zombie_automation,
+    start_run,
+    with_prefect,
+    worker_seen,
+)
 from promoter.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,12 +57,12 @@ T = TypeVar("T")
 PROJECT_FILE = "prefect.yaml"
 WORK_POOL = "qs-promoter"  # the pool prefect.yaml deploys to
 KEEPER_DEPLOYMENT = "keep-subscriptions/qs-promoter"
-ZOMBIE_AUTOMATION = "qs-promoter-crash-zombie-flow-runs"
-# Our worker's flow runs send a heartbeat this often; a run silent for ZOMBIE_AFTER is crashed.
-HEARTBEAT_SECONDS = 60
-ZOMBIE_AFTER = timedelta(seconds=5 * HEARTBEAT_SECONDS)
 # Flow runs older than this are removed from the Prefect database (a 60 s schedule makes 1,440 a day).
 RETENTION_SECONDS = 30 * 24 * 3600
+
+STALE_MESSAGE = "Found running when `qs-promoter up` started: the previous stop did not end it."
+STOPPING_MESSAGE = "qs-promoter up is stopping; the next scheduled run does this again."
+STOPPED_MESSAGE = "`qs-promoter up` stopped the worker before this run ended; retry it from the UI."
 
 SERVER_START_TIMEOUT = 180.0  # a fresh SQLite database runs every migration: 10-15 s idle, more when busy
 DEPLOY_TIMEOUT = 180.0
@@ -90,7 +111,7 @@ class Stack:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     children: list[Child] = field(default_factory=list)
     api_url: str = ""
-    webhook_started: bool = False
+    owns_server: bool = False  # we started the Prefect server: its flow runs are ours
 
     # -- what an admin is told -----------------------------------------------------------------
 
@@ -115,7 +136,7 @@ class Stack:
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "QSP_CONFIG": str(self.options.config),
-                "QSP_PROJECT_DIR": str(self.options.project_dir),
+                "QSP_HOME": str(self.options.project_dir),
                 # Windows code pages otherwise break Prefect's subprocess output (prefect #15330).
                 "PYTHONIOENCODING": "UTF-8",
                 "PYTHONUTF8": "1",
@@ -128,6 +149,8 @@ class Stack:
     def start(self, *, register_only: bool = False) -> None:
         """Start what is missing; on any failure stop what was started and raise StackError."""
         self.options.state_dir.mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            restore_interrupt()  # an ignored SIGINT would be inherited by the worker
         try:
             self._start_server()
             self._check_interrupt()
@@ -184,6 +207,14 @@ class Stack:
         if not self._wait_healthy(SERVER_START_TIMEOUT, child):
             raise StackError(self._failed(child, f"did not answer {self.api_url}/health"))
         self.echo(f"Prefect server: ready in {time.monotonic() - began:.1f} s")
+        self.owns_server = True
+        # Runs left Running by an earlier `up` that was killed hold their concurrency slots (the
+        # keeper's limit of 1 would skip every tick); no worker can be running them now.
+        stale = self._prefect(lambda c: crash_active_runs(c, self.settings.prefect.work_pool, STALE_MESSAGE))
+        if stale:
+            self.echo(
+                f"{len(stale)} flow run(s) left running by an earlier stop marked Crashed: {', '.join(stale)}"
+            )
 
     def _ensure_work_pool(self) -> None:
         name = self.settings.prefect.work_pool
@@ -192,7 +223,7 @@ class Stack:
                 f"settings prefect.work_pool is {name!r} but prefect.yaml deploys to {WORK_POOL!r}; "
                 "use the same name in both"
             )
-        created = self._prefect(ensure_work_pool(name))
+        created = self._prefect(lambda c: ensure_work_pool(c, name))
         self.echo(f"work pool {name!r}: {'created' if created else 'present'}")
 
     def _register_deployments(self) -> None:
@@ -209,11 +240,11 @@ class Stack:
         )
         if code != 0:
             raise StackError(f"registering the deployments failed (exit {code}):\n{tail}")
-        names = self._prefect(deployment_names(self.settings.prefect.work_pool))
+        names = self._prefect(lambda c: deployment_names(c, self.settings.prefect.work_pool))
         self.echo(f"deployments: {', '.join(names)} ({time.monotonic() - began:.1f} s)")
 
     def _ensure_zombie_automation(self) -> None:
-        created = self._prefect(ensure_zombie_automation())
+        created = self._prefect(ensure_zombie_automation)
         if created:
             self.echo(f"automation {ZOMBIE_AUTOMATION!r}: created (runs silent for {ZOMBIE_AFTER} crash)")
 
@@ -236,7 +267,7 @@ class Stack:
         began = time.monotonic()
 
         def online() -> bool:
-            return not child.alive() or self._prefect(worker_seen(pool, name, since))
+            return not child.alive() or self._prefect(lambda c: worker_seen(c, pool, name, since))
 
         if (
             not wait_for(online, WORKER_START_TIMEOUT, interval=0.5, stop=self.stop_requested)
@@ -269,12 +300,11 @@ class Stack:
         ):
             self._check_interrupt()
             raise StackError(self._failed(child, f"did not answer {url}/healthz"))
-        self.webhook_started = True
         self.echo(f"webhook: listening at {url} ({time.monotonic() - began:.1f} s)")
 
     def _start_keeper(self) -> None:
         """Run keep-subscriptions now: notifications flow at once, not only at the first 60 s tick."""
-        run = self._prefect(start_deployment_run(KEEPER_DEPLOYMENT))
+        run = self._prefect(lambda c: start_run(c, KEEPER_DEPLOYMENT, tags=["qs-promoter-up"])).name
         self.echo(f"{KEEPER_DEPLOYMENT}: first run {run} requested (then every 60 s)")
 
     # -- run and stop ----------------------------------------------------------------------
@@ -288,16 +318,46 @@ class Stack:
         return None
 
     def stop(self) -> None:
-        """Stop every child this stack started: the worker first, the Prefect server last."""
+        """Stop every child this stack started: the worker first, the Prefect server last.
+
+        With our own Prefect server, maintenance runs are cancelled and promotions get
+        WORKER_STOP_GRACE seconds to finish before the worker stops; runs it had to abandon are
+        marked Crashed, so none stays Running (and holds a concurrency slot) until the next start.
+        """
         order = {"worker": 0, "webhook": 1, "prefect-server": 2}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 1)):
+            if child.name == "worker" and child.alive() and self.owns_server:
+                self._drain_runs()
             if child.alive():
                 self.echo(f"stopping {child.name} (pid {child.pid})")
-            grace = WORKER_STOP_GRACE if child.name == "worker" else 15.0
-            code = child.stop(grace)
-            if code not in (0, None) and child.name == "worker" and code < 0:
-                self.echo(f"{child.name} had to be killed (exit {code})")
+            child.stop(WORKER_STOP_GRACE if child.name == "worker" else 15.0)
+            if child.name == "worker" and self.owns_server:
+                self._try(lambda c: crash_active_runs(c, self.settings.prefect.work_pool, STOPPED_MESSAGE))
         self.children.clear()
+
+    def _drain_runs(self) -> None:
+        pool = self.settings.prefect.work_pool
+        cancelled = self._try(lambda c: cancel_maintenance_runs(c, pool, STOPPING_MESSAGE)) or []
+        if cancelled:
+            self.echo(f"cancelling maintenance run(s): {', '.join(cancelled)}")
+        deadline = time.monotonic() + WORKER_STOP_GRACE
+        told = False
+        while (running := self._try(lambda c: active_runs(c, pool))) and time.monotonic() < deadline:
+            waiting = [r.name for r in running if r.name not in cancelled]
+            if waiting and not told:
+                self.echo(
+                    f"waiting up to {WORKER_STOP_GRACE:.0f} s for flow run(s) to finish: {', '.join(waiting)}"
+                )
+                told = True
+            time.sleep(1.0)
+
+    def _try(self, call: Callable[[PrefectClient], Awaitable[T]]) -> T | None:
+        """A Prefect call made while stopping: a failure is reported, never raised."""
+        try:
+            return self._prefect(call)
+        except Exception as exc:  # the server may already be gone; stopping goes on regardless
+            self.echo(f"note: Prefect API not usable while stopping ({type(exc).__name__})")
+            return None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -338,124 +398,6 @@ class Stack:
 
     def _prefect(self, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
         return asyncio.run(with_prefect(self.api_url, call))
-
-
-# -- Prefect API calls (each takes the client) -----------------------------------------------
-
-
-async def with_prefect(api_url: str, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
-    """Run ``call(client)`` with a Prefect client for ``api_url`` (whatever this process's settings say)."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        async with get_client() as client:
-            return await call(client)
-
-
-def ensure_work_pool(name: str) -> Callable[[PrefectClient], Awaitable[bool]]:
-    """Create the process work pool ``name`` with Prefect's default job template; True if created."""
-
-    async def call(client: PrefectClient) -> bool:
-        from prefect.client.schemas.actions import WorkPoolCreate
-        from prefect.exceptions import ObjectNotFound
-        from prefect.workers.process import ProcessWorker
-
-        try:
-            await client.read_work_pool(name)
-            return False
-        except ObjectNotFound:
-            template = ProcessWorker.get_default_base_job_template()
-            await client.create_work_pool(
-                WorkPoolCreate(name=name, type="process", base_job_template=template)
-            )
-            return True
-
-    return call
-
-
-def deployment_names(pool: str) -> Callable[[PrefectClient], Awaitable[list[str]]]:
-    """The ``flow/deployment`` names of every deployment in the work pool."""
-
-    async def call(client: PrefectClient) -> list[str]:
-        from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
-
-        deployments = await client.read_deployments(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
-        )
-        flows = {f.id: f.name for f in await client.read_flows()}
-        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
-
-    return call
-
-
-def ensure_zombie_automation() -> Callable[[PrefectClient], Awaitable[bool]]:
-    """Crash flow runs whose heartbeats stopped (worker and run both died); True if created.
-
-    Without it such a run stays Running forever in the OSS server (prefect-notes §5.8).
-    """
-
-    async def call(client: PrefectClient) -> bool:
-        from prefect.client.schemas.objects import StateType
-        from prefect.events.actions import ChangeFlowRunState
-        from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-        from prefect.events.schemas.events import ResourceSpecification
-
-        if await client.read_automations_by_name(ZOMBIE_AUTOMATION):
-            return False
-        automation = AutomationCore(
-            name=ZOMBIE_AUTOMATION,
-            description="Mark flow runs Crashed when their heartbeats stop (worker and run both died).",
-            enabled=True,
-            trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"},
-                expect={"prefect.flow-run.*"},
-                match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=ZOMBIE_AFTER,
-            ),
-            actions=[
-                ChangeFlowRunState(
-                    state=StateType.CRASHED,
-                    message=f"No heartbeat for {ZOMBIE_AFTER.total_seconds():.0f} s: the worker died.",
-                )
-            ],
-        )
-        await client.create_automation(automation)
-        return True
-
-    return call
-
-
-def start_deployment_run(name: str) -> Callable[[PrefectClient], Awaitable[str]]:
-    """Create a flow run of the deployment ``name`` (``flow/deployment``) now; returns the run's name."""
-
-    async def call(client: PrefectClient) -> str:
-        deployment = await client.read_deployment_by_name(name)
-        run = await client.create_flow_run_from_deployment(deployment.id, tags=["qs-promoter-up"])
-        return run.name
-
-    return call
-
-
-def worker_seen(pool: str, name: str, since: datetime) -> Callable[[PrefectClient], Awaitable[bool]]:
-    """True once the worker ``name`` has sent a heartbeat to ``pool`` after ``since``."""
-
-    async def call(client: PrefectClient) -> bool:
-        from prefect.exceptions import ObjectNotFound
-
-        try:
-            workers = await client.read_workers_for_work_pool(pool)
-        except ObjectNotFound:
-            return False
-        return any(
-            w.name == name and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since
-            for w in workers
-        )
-
-    return call
 
 
 # -- places and ports ------------------------------------------------------------------------

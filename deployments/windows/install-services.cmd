@@ -14,7 +14,7 @@ nssm set qs-promoter-server AppStderr "%INSTALL%\var\log\server.log"
 
 nssm install qs-promoter-worker "%PY%\prefect.exe" worker start --pool qs-promoter --type process
 nssm set qs-promoter-worker AppDirectory "%INSTALL%"
-nssm set qs-promoter-worker AppEnvironmentExtra PYTHONIOENCODING=UTF-8 PREFECT_API_URL=http://127.0.0.1:4200/api PREFECT_WORKER_QUERY_SECONDS=2 QSP_CONFIG=%CONFIG% QSP_HOME=%INSTALL%
+nssm set qs-promoter-worker AppEnvironmentExtra PYTHONIOENCODING=UTF-8 PREFECT_API_URL=http://127.0.0.1:4200/api PREFECT_WORKER_QUERY_SECONDS=2 PREFECT_FLOWS_HEARTBEAT_FREQUENCY=60 QSP_CONFIG=%CONFIG% QSP_HOME=%INSTALL%
 nssm set qs-promoter-worker DependOnService qs-promoter-server
 nssm set qs-promoter-worker AppStdout "%INSTALL%\var\log\worker.log"
 nssm set qs-promoter-worker AppStderr "%INSTALL%\var\log\worker.log"

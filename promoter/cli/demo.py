@@ -36,9 +36,11 @@ StepTimeout = Annotated[
 def demo(
     exit_after: ExitAfter = False, folder: DemoDir = Path("var/demo"), step_timeout: StepTimeout = 120.0
 ) -> None:
-    """Three sandbox Qlik sites (dev, test, prod), SMTP and S3 stand-ins, the Prefect server, worker
-    and webhook; then a rep publishes, the manager is alerted and approves, and the app is promoted,
-    versioned and unpublished. Each step is printed once verified.
+    """Show the whole workflow on this machine, with sandbox Qlik sites, step by step.
+
+    Starts three sandbox Qlik sites (dev, test, prod), SMTP and S3 stand-ins, the Prefect server,
+    worker and webhook; then a rep publishes, the manager is alerted and approves, and the app is
+    promoted, versioned and unpublished. Each step is printed once verified.
     """
     root = folder.resolve()
     # The demo runs its own Prefect server with its own settings file: Prefect or qs-promoter

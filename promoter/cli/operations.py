@@ -209,18 +209,13 @@ def current_account() -> str:
 def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: bool) -> None:
     """Create a flow run of ``deployment``, print its URL, and with ``wait`` follow it to the end."""
     from promoter.cli.doctor import prefect_api_url
-    from promoter.stack import with_prefect
+    from promoter.orchestration import run_url, start_run, with_prefect
 
     api_url, _ = prefect_api_url()
-
-    async def create(client: PrefectClient) -> FlowRun:
-        found = await client.read_deployment_by_name(deployment)
-        return await client.create_flow_run_from_deployment(
-            found.id, parameters=parameters, idempotency_key=key
-        )
-
     try:
-        run = asyncio.run(with_prefect(api_url, create))
+        run = asyncio.run(
+            with_prefect(api_url, lambda c: start_run(c, deployment, parameters, idempotency_key=key))
+        )
     except Exception as exc:  # ObjectNotFound, connection refused, 5xx: all end the command the same way
         typer.echo(f"error: could not start {deployment} at {api_url}: {type(exc).__name__}: {exc}", err=True)
         typer.echo("hint: is the stack running (`qs-promoter up`) and PREFECT_API_URL right?", err=True)
@@ -246,7 +241,3 @@ async def follow(client: PrefectClient, run_id: UUID) -> FlowRun:
         if run.state is not None and run.state.is_final():
             return run
         await asyncio.sleep(WAIT_POLL_SECONDS)
-
-
-def run_url(api_url: str, run_id: UUID) -> str:
-    return f"{api_url.removesuffix('/api')}/runs/flow-run/{run_id}"

@@ -34,10 +34,11 @@ def up(
     prefect_host: PrefectHost = "127.0.0.1",
     prefect_port: PrefectPort = 4200,
 ) -> None:
-    """Start what is missing: a Prefect server (unless PREFECT_API_URL is set), the work pool, the
-    deployments from prefect.yaml, the zombie-run automation, a worker and the webhook.
+    """Run the whole service on this machine until Ctrl-C: Prefect server, worker and webhook.
 
-    Runs until Ctrl-C or SIGTERM, then stops what it started (the worker first).
+    Starts what is missing: a Prefect server (unless PREFECT_API_URL is set), the work pool, the
+    deployments from prefect.yaml, the zombie-run automation, a worker and the webhook. Ctrl-C or
+    SIGTERM stops what it started, the worker first.
     """
     settings = settings_or_exit(config)
     state = state_dir.resolve()

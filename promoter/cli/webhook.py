@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from promoter.cli.options import ConfigFile
 from promoter.errors import SettingsError
-from promoter.settings import CONFIG_ENV, load_settings
+from promoter.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,16 +20,6 @@ def webhook() -> None:
     """The receiver of QRS change notifications."""
 
 
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        envvar=CONFIG_ENV,
-        dir_okay=False,
-        help="Settings file (TOML); default ./qs-promoter.toml.",
-        show_default=False,
-    ),
-]
 TlsCert = Annotated[
     Path | None,
     typer.Option(

@@ -8,16 +8,16 @@ persisted results and redoes only what failed.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from dataclasses import replace
 
 from prefect import get_run_logger
-from prefect.concurrency.asyncio import concurrency
 
 from promoter import mail
 from promoter.approval import Decision, Mode, Target
+from promoter.authorization import parse_account
 from promoter.errors import PromoterError
+from promoter.flows.delivery import deliver
 from promoter.outcome import (
-    Placement,
     SiteOutcome,
     artifact_rows,
     failure_summary,
@@ -25,13 +25,12 @@ from promoter.outcome import (
     run_name,
     summary_markdown,
 )
-from promoter.planning import plan_site
-from promoter.provenance import Provenance, describe, upload_name, upload_token
+from promoter.provenance import Provenance, describe, upload_token
 from promoter.qrs.models import App, qrs_now
 from promoter.settings import Settings
 from promoter.tasks import ledger, run, site
 from promoter.tasks.mail import send_email
-from promoter.tasks.versioning import store_backup, store_version
+from promoter.tasks.versioning import store_version
 
 SOURCE = "source"
 
@@ -53,7 +52,8 @@ async def app_summary(app: App, settings: Settings) -> mail.AppSummary:
 async def addresses(settings: Settings, app: App, approver: str | None) -> list[str]:
     """The owner's email address, and the approver's, read from their user attributes."""
     found = [await site.read_email(SOURCE, app.owner.id)]
-    if approver:
+    # A manual run names its requester in words ("an administrator (manual run)"): no user to read.
+    if approver and parse_account(approver):
         user = await site.read_user(SOURCE, approver)
         if user is not None and user.id != app.owner.id:
             found.append(await site.read_email(SOURCE, user.id))
@@ -131,14 +131,18 @@ async def promote(
     )
     # A new run of a request that failed before (a replayed notification) skips the sites
     # that attempt finished: Duplicate would otherwise add a second copy there.
-    finished = {r.site: r for r in await ledger.site_results(promotion_id) if r.status == "done"}
+    earlier = {r.site: r for r in await ledger.site_results(promotion_id)}
 
     async def site_outcome(target: Target) -> SiteOutcome:
-        if target.site in finished:
+        before = earlier.get(target.site)
+        if before is not None and before.status == "done":
             known = await ledger.known_targets(app.id, target.site)
             log.info("%s: promoted by an earlier attempt of this request; not promoted again", target.site)
-            return resumed(target, finished[target.site], known)
+            return resumed(target, before, known)
         outcome = await deliver(target, app, exported, describe(provenance), request_key, settings, work)
+        if before is not None and before.backups:
+            # The first backup of an app is the one from before this promotion: a rollback wants it.
+            outcome = replace(outcome, backups=before.backups + outcome.backups)
         await ledger.record_site(promotion_id, app.id, outcome)
         return outcome
 
@@ -176,91 +180,6 @@ async def promote(
         raise PromotionFailed(f"promotion of {app.id} incomplete: {failed}")
     await run.discard_work(work)
     return outcomes
-
-
-async def deliver(
-    target: Target,
-    app: App,
-    exported: Path,
-    description: str,
-    request_key: str,
-    settings: Settings,
-    work: Path,
-) -> SiteOutcome:
-    """Put the exported app into the target's streams on one site; a failure is reported, not raised.
-
-    One upload per site: it replaces the apps to overwrite, then is published to the first new
-    stream (copies go to the others) or deleted. The upload never outlives a failure unpublished.
-    """
-    log = get_run_logger()
-    placements: list[Placement] = []
-    backups = []
-    notes: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    forgotten: tuple = ()
-    try:
-        async with concurrency(run.site_limit(target.site), occupy=1, strict=True):
-            known = await ledger.known_targets(app.id, target.site)
-            found = await site.survey_site(
-                target.site, app.name, target.streams, tuple(k.app_id for k in known)
-            )
-            plan = plan_site(target, app.name, found.streams, found.apps, known)
-            notes, missing, forgotten = plan.notes, plan.streams_missing, tuple(k.app_id for k in plan.stale)
-            for note in plan.notes:
-                log.info("%s: %s", target.site, note)
-            if plan.nothing_to_do:
-                return SiteOutcome(target.site, target.mode.value, (), missing, (), (), forgotten, notes)
-            upload = await site.upload_app(
-                target.site, exported, upload_name(app.name, upload_token(request_key, target.site))
-            )
-            published = False
-            try:
-                for replacement in plan.replace:
-                    if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
-                        backup_file = (
-                            work / f"backup-{upload_token(request_key, target.site)}-{replacement.app_id}.qvf"
-                        )
-                        await site.export_app(target.site, replacement.app_id, backup_file)
-                        backups.append(
-                            await store_backup(backup_file, target.site, replacement.app_id, app.name)
-                        )
-                    await site.replace_app(target.site, upload.id, replacement.app_id)
-                    await site.describe_app(target.site, replacement.app_id, description)
-                    placements.append(
-                        Placement(
-                            replacement.stream.id, replacement.stream.name, replacement.app_id, "replaced"
-                        )
-                    )
-                for stream in plan.copy_to:
-                    copy = await site.publish_copy(target.site, upload.id, stream.id, app.name)
-                    await site.describe_app(target.site, copy.id, description)
-                    placements.append(Placement(stream.id, stream.name, copy.id, "copied"))
-                if plan.publish_upload_to is not None:
-                    stream = plan.publish_upload_to
-                    await site.publish_app(target.site, upload.id, stream.id, app.name)
-                    published = True
-                    await site.describe_app(target.site, upload.id, description)
-                    placements.append(Placement(stream.id, stream.name, upload.id, "published"))
-            finally:
-                if not published:  # compensation: no temporary app is left on a target
-                    await site.delete_app(target.site, upload.id)
-    except Exception as exc:  # one site's failure must not stop the others; the run still fails
-        log.error("%s: promotion failed: %s", target.site, exc)
-        failure = f"{type(exc).__name__}: {exc}"[:500]
-        return SiteOutcome(
-            target.site,
-            target.mode.value,
-            tuple(placements),
-            missing,
-            (failure,),
-            tuple(backups),
-            forgotten,
-            notes,
-        )
-    log.info("%s: %s", target.site, ", ".join(f"{p.action} in {p.stream!r}" for p in placements))
-    return SiteOutcome(
-        target.site, target.mode.value, tuple(placements), missing, (), tuple(backups), forgotten, notes
-    )
 
 
 async def unpublish(app: App) -> None:

@@ -9,6 +9,7 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from promoter.errors import PromoterError
+from promoter.flows.delivery import upload_for
 from promoter.provenance import upload_name, upload_token
 from promoter.settings import load_settings
 from promoter.tasks import ledger, run, site
@@ -38,7 +39,8 @@ async def rollback_app(
     try:
         restored = await fetch_backup(backup, work / "backup.qvf")
         async with concurrency(run.site_limit(site_name), occupy=1, strict=True):
-            upload = await site.upload_app(
+            # A retried run gets its upload back even if the failed attempt deleted it.
+            upload = await upload_for(
                 site_name, restored, upload_name(target.name, upload_token(request, site_name))
             )
             try:

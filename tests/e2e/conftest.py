@@ -17,7 +17,6 @@ from pydantic import SecretStr
 from promoter.ledger import Ledger
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
-from promoter.sandbox.controls import FaultRule
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox, SandboxSite
 from promoter.sandbox.smtp import SmtpSandbox
@@ -102,22 +101,25 @@ class Stage:
 
 
 class UploadCounter:
-    """Counts the app uploads a site receives, at its HTTP edge.
+    """The app uploads a site receives from now on, and their bytes, from the sandbox's traffic counters."""
 
-    A sandbox fault rule counts down the requests it matches; a zero-second "latency" rule
-    changes nothing else about them, so it is an honest counter of POST /qrs/app/upload.
-    """
-
-    START = 1_000_000
+    UPLOAD = "POST /qrs/app/upload"
 
     def __init__(self, site: SandboxSite) -> None:
-        self.rule: FaultRule = site.add_fault(
-            "latency", method="POST", path=r"^/qrs/app/upload$", seconds=0.0, count=self.START
-        )
+        self.site = site
+        self.before = site.traffic()
+
+    def _since(self, name: str) -> int:
+        return self.site.traffic().get(name, 0) - self.before.get(name, 0)
 
     @property
     def uploads(self) -> int:
-        return self.START - (self.rule.count or 0)
+        return self._since(self.UPLOAD)
+
+    @property
+    def bytes_in(self) -> int:
+        """Request body bytes the site received (uploads, and the small JSON bodies of PUTs)."""
+        return self._since("bytes in")
 
 
 def counting_uploads(stage: Stage, *sites: str) -> dict[str, UploadCounter]:

@@ -6,7 +6,7 @@ import asyncio
 
 from promoter.approval import approval_key
 from promoter.flows.handle import handle_app_change
-from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
+from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 
 pytestmark = IN_PROCESS_FLOWS
 
@@ -50,37 +50,3 @@ async def test_a_replayed_approval_of_an_app_left_published_promotes_once(stage:
     assert stage.subjects() == SUBJECTS
     with stage.ledger() as ledger:
         assert len(ledger.promotions()) == 1
-
-
-async def test_a_failed_site_leaves_nothing_behind_and_a_rerun_finishes_it_without_duplicates(
-    stage: Stage,
-) -> None:
-    """prod refuses to publish: prod keeps no temporary upload, test is done, the run fails naming prod,
-    the source stays published. Once prod works, the same approval handled again completes prod only."""
-    app = await stage.publish("Budget")
-    approved = await stage.approve(app.id, ["test - Duplicate", "prod - Duplicate"], ["Everyone"])
-    stage.site("prod").add_fault("status", method="PUT", path=r"^/qrs/app/[^/]+/publish$", status=500)
-    uploads = counting_uploads(stage, "test", "prod")
-
-    state = await handle_app_change(app.id, "updated", return_state=True)
-
-    assert state.is_failed() and "prod" in (state.message or ""), state.message
-    assert await stage.apps("prod") == []
-    assert [a.name for a in await stage.apps("test")] == ["Budget"]
-    (source,) = await stage.apps("source")
-    assert (source.id, source.published) == (app.id, True)
-    with stage.ledger() as ledger:
-        assert ledger.outcome(approval_key(approved, stage.settings)) == "failed"
-
-    stage.site("prod").clear_faults()
-    uploads = counting_uploads(stage, "test", "prod")
-    await handle_app_change(app.id, "updated")
-
-    assert [a.name for a in await stage.apps("test")] == ["Budget"]
-    assert [a.name for a in await stage.apps("prod")] == ["Budget"]
-    assert (uploads["test"].uploads, uploads["prod"].uploads) == (0, 1)
-    (left,) = await stage.apps("source")
-    assert (left.id != app.id, left.published) == (True, False)
-    assert stage.subjects() == sorted([*SUBJECTS, '[qs-promoter] Promotion incomplete: "Budget"'])
-    with stage.ledger() as ledger:
-        assert ledger.outcome(approval_key(approved, stage.settings)) == "promoted"

@@ -24,6 +24,7 @@ STEPS = [
     "versioned: a new S3 version of the app exists",
     "unpublished on dev: the published app is gone, the rep owns an unpublished copy",
     "promotion results emailed",
+    "the flow runs that did it completed: publish alert and promotion (Prefect API)",
 ]
 
 

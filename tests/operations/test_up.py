@@ -17,9 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from promoter.cli import app
+from promoter.launcher import python_command, start_child, wait_for
+from promoter.orchestration import with_prefect
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, WebhookSettings, write_settings
-from promoter.stack import free_port, with_prefect
+from promoter.stack import free_port
 from tests.fixtures.deployments import Registration, child_environment, cli_command
 
 if TYPE_CHECKING:
@@ -97,6 +99,28 @@ async def test_register_only_creates_every_deployment_of_prefect_yaml(
     }
     assert len(automations) == 1
     assert "registered; nothing else was started" in registered_deployments.output
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_child_that_ignores_the_interrupt_is_terminated(tmp_path: Path) -> None:
+    """stop() interrupts first; a child that ignores it is terminated after the grace period."""
+    script = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "print('IGNORING' + 'SIGINT', flush=True); time.sleep(60)"
+    )
+    child = start_child(
+        "stubborn",
+        python_command("-c", script),
+        env=child_environment(),
+        cwd=tmp_path,
+        log_file=tmp_path / "c.log",
+    )
+    assert wait_for(lambda: "IGNORINGSIGINT" in child.log_tail(), 20)  # (the command line has a '+')
+
+    code = child.stop(grace_seconds=0.5)
+
+    assert code == -signal.SIGTERM
+    assert not child.alive()
 
 
 def settings_webhook_url(config: Path) -> str:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from promoter.qrs.client import QrsClient
+from promoter.qrs.retry import RetryPolicy
 from promoter.sandbox.server import Sandbox, SandboxSite
-from promoter.settings import Settings, SiteSettings
+from promoter.settings import SiteSettings
 
 # The end-to-end world (sandbox sites, SMTP, S3, Prefect) of tests/e2e, for the secrets test.
 from tests.e2e.conftest import stage  # noqa: F401
@@ -23,10 +25,11 @@ def dev_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxSite]:
         yield sandbox.sites["dev"]
 
 
-def dev_settings(site: SandboxSite, **overrides: object) -> Settings:
-    """Settings whose source site is ``site``, reached with its own certificates."""
-    source = SiteSettings(host=site.host, port=site.port, cert_dir=site.cert_dir).model_copy(update=overrides)
-    return Settings(source_site=source, cert_root=site.cert_dir.parent)
+def site_client(site: SandboxSite, name: str = "source", **overrides: object) -> QrsClient:
+    """A client of the sandbox site with its own certificates and instant retries; ``overrides``
+    change its SiteSettings (another X-Qlik-User, another port)."""
+    settings = SiteSettings(host=site.host, port=site.port).model_copy(update=overrides)
+    return QrsClient(settings, site.cert_dir, name=name, retry=RetryPolicy.immediate())
 
 
 def pem_body_lines(pem: Path) -> list[str]:
