@@ -102,6 +102,8 @@ class Demo:
         prefect_port = PREFECT_PORT
         if not port_free("127.0.0.1", prefect_port):
             prefect_port = free_port()
+            while prefect_port == self.settings.webhook.port:  # both picked while neither is bound
+                prefect_port = free_port()
             self.echo(f"note: port {PREFECT_PORT} is taken; the Prefect server uses {prefect_port}")
         options = StackOptions(
             config=self.config,

@@ -58,10 +58,9 @@ class Stage:
         write_settings(self.settings, self.config)
         return self.settings
 
-    def app_file(self, size: int = 64 * 1024, *, seed: str = "app", data: bool = True) -> Path:
-        """A synthetic QVF: metadata, then (``data``) a data part that an export without data drops."""
-        path = self.tmp / "apps" / f"{next(self._files)}.qvf"
-        return make_app_file(path, size, metadata_bytes=4096 if data else size, seed=seed)
+    def app_file(self, size: int = 64 * 1024, *, seed: str = "app") -> Path:
+        """A synthetic QVF: 4 KiB of metadata, then a data part that an export without data drops."""
+        return make_app_file(self.tmp / "apps" / f"{next(self._files)}.qvf", size, seed=seed)
 
     async def publish(self, name: str, file: Path | None = None, *, person: Person = REP) -> App:
         """``person`` uploads an app and publishes it to the Sales stream on dev."""

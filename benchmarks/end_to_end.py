@@ -1,0 +1,181 @@
+"""Measure whole promotions through the real loop: QRS notification -> webhook -> worker -> target site.
+
+    .venv/bin/python benchmarks/end_to_end.py [--runs 50] [--burst 100] [--database sqlite|postgresql]
+                                              [--workers 1]
+
+The demo's setup (promoter/demo.py) starts sandbox sites dev, test and prod, SMTP and S3 stand-ins,
+a Prefect server (SQLite, or a throwaway database on the PostgreSQL at 127.0.0.1:5432), the
+deployments, --workers process workers and the webhook. Approvals are made as the sales manager
+would, through QRS; a promotion counts as complete when the ledger records its request as
+promoted (the last thing the flow does: after the target apps, unpublishing and the emails).
+
+- latency: --runs apps of 1 MB, one at a time: approval -> complete, p50 and p95;
+- burst: --burst apps approved at once: time from the first approval until all are complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import write
+
+from promoter.approval import approval_key
+from promoter.demo import Demo, run
+from promoter.launcher import python_command, start_child
+from promoter.ledger import Ledger
+from promoter.qrs.models import App
+from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.webhook.callbacks import callback_url
+
+APPROVAL = {
+    "PromoteToServer": ["test - Overwrite"],
+    "PromoteToStream": ["Everyone"],
+    "PromotionApproval": ["Approve"],
+}
+DEADLINE = 1800.0
+
+
+def postgres_database() -> str:
+    """A new, empty database on the local PostgreSQL for this run's Prefect server."""
+    import psycopg
+
+    name = f"qsp_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+def wait_promoted(demo: Demo, keys: list[str]) -> dict[str, float]:
+    """Poll the ledger until every key is promoted; returns when each was first seen so."""
+    assert demo.settings is not None
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + DEADLINE
+    with Ledger(demo.settings.ledger_url) as ledger:
+        while len(done) < len(keys):
+            for key in keys:
+                if key not in done:
+                    outcome = ledger.outcome(key)
+                    if outcome == "promoted":
+                        done[key] = time.perf_counter()
+                    elif outcome in ("failed", "refused"):
+                        raise SystemExit(f"{key}: {outcome}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(done)} of {len(keys)} promotions completed in {DEADLINE:.0f} s")
+            time.sleep(0.05)
+    return done
+
+
+def wait_subscribed(demo: Demo) -> None:
+    """Approvals made before the keeper subscribed would only be found by reconcile (minutes later)."""
+    assert demo.settings is not None and demo.sandbox is not None
+    settings, dev = demo.settings, demo.sandbox.sites["dev"]
+    wanted = {callback_url(settings, "updated"), callback_url(settings, "published")}
+    demo.wait(
+        "subscriptions in place on dev",
+        lambda: wanted <= {s.url for s in dev.repository.subscriptions.values()},
+        lambda: f"{len(dev.repository.subscriptions)} subscription(s)",
+    )
+
+
+def publish(demo: Demo, count: int, tag: str) -> list[App]:
+    assert demo.settings is not None and demo.world is not None
+    file = demo.root / "work" / "bench-1mb.qvf"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(os.urandom(1_000_000))
+    return [
+        run(publish_as(demo.settings, REP, file, f"Bench {tag} {i}", demo.world.sales_stream_id))
+        for i in range(count)
+    ]
+
+
+def approve(demo: Demo, app: App) -> str:
+    assert demo.settings is not None and demo.world is not None
+    approved = run(set_properties(demo.settings, MANAGER, app.id, demo.world, APPROVAL))
+    return approval_key(approved, demo.settings)
+
+
+def latency(demo: Demo, runs: int) -> dict[str, Any]:
+    seconds = []
+    for app in publish(demo, runs, "latency"):
+        started = time.perf_counter()
+        key = approve(demo, app)
+        seconds.append(wait_promoted(demo, [key])[key] - started)
+    q = statistics.quantiles(seconds, n=20, method="inclusive") if len(seconds) > 1 else [seconds[0]] * 19
+    return {
+        "p50 s": round(statistics.median(seconds), 2),
+        "p95 s": round(q[18], 2),
+        "max s": round(max(seconds), 2),
+    }
+
+
+def burst(demo: Demo, count: int) -> dict[str, Any]:
+    apps = publish(demo, count, "burst")
+    started = time.perf_counter()
+    keys = [approve(demo, app) for app in apps]
+    approved_in = time.perf_counter() - started
+    done = wait_promoted(demo, keys)
+    return {
+        "approvals made in s": round(approved_in, 1),
+        "all complete after s": round(max(done.values()) - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+    if args.database == "postgresql":
+        os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres_database()
+    demo = Demo(Path(tempfile.mkdtemp(prefix="qsp-bench-e2e-")), echo=lambda line: print(line, flush=True))
+    # SIGTERM (a timeout, a service manager) must still stop the stack's children in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    extra = []
+    try:
+        demo.prepare()
+        assert demo.stack is not None
+        wait_subscribed(demo)
+        for number in range(2, args.workers + 1):
+            env = {**demo.stack.environment(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+            command = python_command(
+                "-m", "prefect", "worker", "start", "--pool", "qs-promoter", "--name", f"bench-{number}"
+            )
+            extra.append(
+                start_child(
+                    f"worker-{number}",
+                    command,
+                    env=env,
+                    cwd=demo.root,
+                    log_file=demo.root / f"worker-{number}.log",
+                )
+            )
+        row: dict[str, Any] = {"database": args.database, "workers": args.workers, "runs": args.runs}
+        row |= latency(demo, args.runs) if args.runs else {}
+        row |= {"burst": args.burst} | (burst(demo, args.burst) if args.burst else {})
+    finally:
+        for child in extra:
+            child.stop(10)
+        demo.stop()
+    write(
+        args.name or f"end-to-end-{args.database}-{args.workers}w",
+        [row],
+        {"app size": "1 MB", "target": "test, Overwrite, 1 stream"},
+    )
+
+
+if __name__ == "__main__":
+    main()
