@@ -14,6 +14,13 @@ submitted, each under an idempotency key derived from its request key, so a requ
 run twice by reconcile however often it is found. The first reconcile (no mark yet) submits
 approvals only: reloads and publishes from before the service ran are history, not requests.
 
+Requests whose flow run stopped before finishing are finished by retrying that same run (as the
+UI's Retry does: persisted steps come back cached, only the rest runs again). The ledger names
+the run holding each unfinished or failed claim; a run that ended Crashed, Failed or Cancelled is
+set to Scheduled again, at most ``RETRY_LIMIT`` times per request (counted here), and a run still
+going is left alone unless its claim is older than the flow's timeout or it sits in Pending
+(handed to a worker that died) for ``PENDING_LIMIT``: then it is marked Crashed and retried.
+
 The sweep removes unpublished apps named ``<name> [qs-promoter <token>]`` (see
 ``provenance.upload_name``) older than an hour from the target sites, except uploads of
 requests the ledger shows as still running.
@@ -26,14 +33,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from promoter.approval import Action, Trigger, approval_key, decide, is_relevant
 from promoter.errors import QrsBadRequest, QrsNotFound
-from promoter.ledger import Ledger, UtcDateTime, handled
+from promoter.ledger import FAILED, Ledger, UtcDateTime, handled
 from promoter.provenance import upload_token
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import all_of, any_of, eq, literal
@@ -50,6 +57,13 @@ CLOCK_SKEW = timedelta(minutes=5)
 LONGEST_RUN = timedelta(hours=6)
 # Ids per filter when reading changed apps: keeps the query well below URL length limits.
 IDS_PER_QUERY = 25
+# Automatic retries of one request's stopped flow run; after that it waits for an admin.
+RETRY_LIMIT = 5
+# Requests claimed longer ago are left to an admin: reconcile does not revive last week's failure.
+RETRY_WINDOW = timedelta(days=1)
+# A run Pending this long was handed to a worker that died before starting it.
+PENDING_LIMIT = timedelta(minutes=10)
+STOPPED = frozenset({"CRASHED", "FAILED", "CANCELLED"})  # terminal, and not Completed
 TEMPORARY_MARK = "[qs-promoter "
 _TEMPORARY_NAME = re.compile(r" \[qs-promoter ([0-9a-f]{12})\]\Z")
 
@@ -59,6 +73,14 @@ marks = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("first_at", UtcDateTime, nullable=False),
+    sa.Column("last_at", UtcDateTime, nullable=False),
+)
+retry_counts = sa.Table(
+    "reconcile_retries",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("last_at", UtcDateTime, nullable=False),
 )
 SOURCE_MARK = "source"
@@ -176,6 +198,78 @@ def leftover_uploads(
         if app.created_date is not None and app.created_date < now - min_age:
             leftovers.append(app)
     return leftovers
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """A request claimed and not done: its run failed, stopped, or is still at it."""
+
+    key: str
+    run_id: str  # the flow run holding the claim (the ledger's owner)
+    outcome: str | None  # None: not finished; "failed": the run gave up
+    claimed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """What Prefect says of one flow run."""
+
+    id: str
+    name: str
+    state: str  # the state type: "RUNNING", "CRASHED", ...
+    since: datetime | None  # when it entered that state
+    message: str = ""
+
+
+# leave: still going; report: nothing to do but an admin should know; missing: the run is gone.
+RetryAction = Literal["retry", "crash-and-retry", "give-up", "leave", "report", "missing"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """What reconcile does about one open request's run, and why (for the log)."""
+
+    request: OpenRequest
+    action: RetryAction
+    reason: str
+    retries: int  # automatic retries made before this decision
+
+
+def decide_retry(
+    request: OpenRequest,
+    run: RunStatus | None,
+    retries: int,
+    *,
+    now: datetime,
+    limit: int = RETRY_LIMIT,
+    pending_limit: timedelta = PENDING_LIMIT,
+) -> RetryDecision:
+    """Retry a stopped run (or a dead one, crashed first) until ``limit``; leave a live one alone."""
+
+    def decision(action: RetryAction, reason: str) -> RetryDecision:
+        if action in ("retry", "crash-and-retry") and retries >= limit:
+            action, reason = "give-up", f"{reason}; {retries} automatic retries made: retry it in the UI"
+        return RetryDecision(request, action, reason, retries)
+
+    if run is None:
+        return decision("missing", f"flow run {request.run_id} is not in Prefect: left for an admin")
+    where = f"flow run {run.name} ({run.id})"
+    if run.state in STOPPED:
+        return decision("retry", f"{where} ended {run.state}: {run.message or 'no message'}"[:300])
+    if run.state == "COMPLETED":
+        return decision("report", f"{where} completed, but the ledger has no outcome for it")
+    if request.claimed_at < now - LONGEST_RUN:
+        return decision("crash-and-retry", f"{where} still {run.state} after the flow's timeout")
+    if run.state == "PENDING" and run.since is not None and run.since < now - pending_limit:
+        return decision("crash-and-retry", f"{where} Pending since {format_qrs_time(run.since)}")
+    return decision("leave", f"{where} is {run.state}")
+
+
+def in_hand(run: RunStatus, now: datetime, pending_limit: timedelta = PENDING_LIMIT) -> bool:
+    """A change run that will look at its app soon: scheduled, running, or pending (not for too long)."""
+    if run.state == "PENDING":
+        return run.since is None or run.since >= now - pending_limit
+    return run.state in ("SCHEDULED", "RUNNING")
 
 
 # -- reading the sites -----------------------------------------------------------------------
@@ -303,6 +397,36 @@ class ReconcileRecord:
                     row.key for row in conn.execute(sa.select(handled.c.key).where(handled.c.key.in_(chunk)))
                 )
         return wanted - seen
+
+    def open_requests(self, now: datetime, window: timedelta = RETRY_WINDOW) -> list[OpenRequest]:
+        """Requests claimed within ``window`` and not done: unfinished, or failed."""
+        c = handled.c
+        query = sa.select(c.key, c.owner, c.outcome, c.claimed_at).where(
+            sa.or_(c.finished_at.is_(None), c.outcome == FAILED), c.claimed_at > now - window
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(c.claimed_at))
+            return [OpenRequest(row.key, row.owner, row.outcome, row.claimed_at) for row in rows]
+
+    def retries(self, keys: Iterable[str]) -> dict[str, int]:
+        """Automatic retries made so far, by request key (absent: none)."""
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(keys)), 500):
+                query = sa.select(retry_counts.c.key, retry_counts.c.retries).where(
+                    retry_counts.c.key.in_(chunk)
+                )
+                found.update((row.key, row.retries) for row in conn.execute(query))
+        return found
+
+    def count_retry(self, key: str, run_id: str, at: datetime) -> int:
+        """One more automatic retry of ``key``'s run, counted before it is made; returns the count."""
+        c = retry_counts.c
+        with self.engine.begin() as conn:
+            update = sa.update(retry_counts).where(c.key == key)
+            if conn.execute(update.values(retries=c.retries + 1, run_id=run_id, last_at=at)).rowcount == 0:
+                conn.execute(sa.insert(retry_counts).values(key=key, retries=1, run_id=run_id, last_at=at))
+            return int(conn.execute(sa.select(c.retries).where(c.key == key)).scalar_one())
 
     def running(self, now: datetime | None = None) -> list[str]:
         """Request keys claimed and not finished, claimed recently enough that their run may be alive."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.concurrency.asyncio import concurrency
 
 from promoter.approval import Target
 from promoter.errors import QrsError, QrsNotFound
@@ -41,7 +40,7 @@ async def deliver(
     backups: list[Backup] = []
     plan: SitePlan | None = None
     try:
-        async with concurrency(run.site_limit(target.site), occupy=1, strict=True):
+        async with run.holding(run.site_limit(target.site)):
             known = await ledger.known_targets(app.id, target.site)
             found = await site.survey_site(
                 target.site, app.name, target.streams, tuple(k.app_id for k in known)
@@ -92,13 +91,19 @@ async def place(
     published: list[UUID] = []  # apps this attempt published: taken back if the site fails
     try:
         for replacement in plan.replace:
+            stream = replacement.stream
+            if replacement.app_id == upload.id:
+                # An earlier attempt of this run published the upload here and stopped before it
+                # was recorded: the survey now finds it by name. It is this stream's app already.
+                await site.describe_app(where, upload.id, description)
+                placements.append(Placement(stream.id, stream.name, upload.id, "published"))
+                continue
             if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
                 backup_file = work / f"backup-{token}-{replacement.app_id}.qvf"
                 await site.export_app(where, replacement.app_id, backup_file)
                 backups.append(await store_backup(backup_file, where, replacement.app_id, app.name))
             await site.replace_app(where, upload.id, replacement.app_id)
             await site.describe_app(where, replacement.app_id, description)
-            stream = replacement.stream
             placements.append(Placement(stream.id, stream.name, replacement.app_id, "replaced"))
         for stream in plan.copy_to:
             copy = await site.publish_copy(where, upload.id, stream.id, app.name)
@@ -114,7 +119,8 @@ async def place(
     except BaseException:
         await take_back(where, upload.id, published)
         raise
-    if upload.id not in published:  # it only fed the replaces: no temporary app stays behind
+    kept = published + [p.app_id for p in placements if p.action == "published"]
+    if upload.id not in kept:  # it only fed the replaces: no temporary app stays behind
         await site.delete_app(where, upload.id)
 
 

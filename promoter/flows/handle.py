@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.asyncio import concurrency
+from prefect.cache_policies import DEFAULT
 from prefect.runtime import flow_run
 
 from promoter.approval import Action, Decision, Trigger, approval_key, decide
@@ -27,9 +27,11 @@ async def handle_app_change(app_id: UUID, trigger: Trigger = "updated", change_i
     settings = load_settings()
     log = get_run_logger()
     await run.ensure_limits({run.app_lock(app_id): 1})
-    async with concurrency(run.app_lock(app_id), occupy=1, strict=True):
+    async with run.holding(run.app_lock(app_id)):
         try:
-            app = await site.read_app(SOURCE, app_id)
+            # Persisted for this run: a retried run acts on the app as its first attempt read it,
+            # even when that attempt got as far as deleting the published app (unpublish).
+            app = await site.read_app.with_options(cache_policy=DEFAULT, persist_result=True)(SOURCE, app_id)
         except QrsNotFound:
             log.info("app %s no longer exists on the source site: nothing to do", app_id)
             return "the app no longer exists"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from promoter.approval import Action, Mode
@@ -32,7 +31,7 @@ async def promote_app(
     """
     settings = load_settings()
     await run.ensure_limits({run.app_lock(app_id): 1})
-    async with concurrency(run.app_lock(app_id), occupy=1, strict=True):
+    async with run.holding(run.app_lock(app_id)):
         app = await site.read_app(SOURCE, app_id)
         decision = manual_decision(
             app, settings, sites=sites, streams=streams, mode=mode, requested_by=requested_by

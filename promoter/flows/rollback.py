@@ -5,7 +5,6 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 from promoter.errors import PromoterError
@@ -38,7 +37,7 @@ async def rollback_app(
     await run.ensure_limits({run.site_limit(site_name): settings.prefect.site_concurrency})
     try:
         restored = await fetch_backup(backup, work / "backup.qvf")
-        async with concurrency(run.site_limit(site_name), occupy=1, strict=True):
+        async with run.holding(run.site_limit(site_name)):
             # A retried run gets its upload back even if the failed attempt deleted it.
             upload = await upload_for(
                 site_name, restored, upload_name(target.name, upload_token(request, site_name))

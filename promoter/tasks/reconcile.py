@@ -1,4 +1,5 @@
-"""Tasks of the reconcile flow: read the source site and the ledger, submit missed requests, sweep targets."""
+"""Tasks of the reconcile flow: read the source site and the ledger, submit missed requests, retry
+stopped runs, sweep targets."""
 
 from __future__ import annotations
 
@@ -9,14 +10,28 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterIdempotencyKey,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.states import Crashed, Scheduled
 
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
+    STOPPED,
     MissedRequest,
+    OpenRequest,
     ReconcileMark,
     ReconcileRecord,
+    RunStatus,
     SourceSurvey,
     running_upload_tokens,
     survey_source,
@@ -86,11 +101,22 @@ async def submit_request(deployment_name: str, request: MissedRequest) -> UUID:
     return run.id
 
 
+def run_status(run: FlowRun) -> RunStatus:
+    state = run.state
+    return RunStatus(
+        str(run.id),
+        run.name,
+        state.type.value if state else "UNKNOWN",
+        state.timestamp if state else None,
+        (state.message or "") if state else "",
+    )
+
+
 @task(name="earlier-submissions", **PREFECT_CALL)
-async def earlier_submissions(requests: list[MissedRequest]) -> dict[str, str]:
-    """Runs an earlier reconcile created for these requests, by idempotency key: "name (state)"."""
+async def earlier_submissions(requests: list[MissedRequest]) -> dict[str, RunStatus]:
+    """Runs an earlier reconcile created for these requests, by idempotency key."""
     keys = sorted({r.idempotency_key for r in requests})
-    found: dict[str, str] = {}
+    found: dict[str, RunStatus] = {}
     async with get_client() as client:
         for start in range(0, len(keys), PAGE):
             chunk = FlowRunFilterIdempotencyKey(any_=keys[start : start + PAGE])
@@ -98,8 +124,105 @@ async def earlier_submissions(requests: list[MissedRequest]) -> dict[str, str]:
                 flow_run_filter=FlowRunFilter(idempotency_key=chunk), limit=PAGE
             ):
                 if run.idempotency_key is not None:
-                    found[run.idempotency_key] = f"{run.name} ({run.state_name or 'no state'})"
+                    found[run.idempotency_key] = run_status(run)
     return found
+
+
+@task(name="runs-in-progress", **PREFECT_CALL)
+async def runs_in_progress(deployment_name: str) -> dict[str, RunStatus]:
+    """The scheduled, pending and running runs of the change deployment, by the app id they are for."""
+    active = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+    found: dict[str, RunStatus] = {}
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(deployment_name)
+        only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        offset = 0
+        while True:
+            runs = await client.read_flow_runs(
+                deployment_filter=only,
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=active)),
+                limit=PAGE,
+                offset=offset,
+            )
+            found.update((str(run.parameters.get("app_id")), run_status(run)) for run in runs)
+            if len(runs) < PAGE:
+                return found
+            offset += PAGE
+
+
+@task(name="open-requests", **RECORD)
+async def open_requests(now: datetime, window: timedelta) -> list[OpenRequest]:
+    """Requests the ledger shows claimed and not done (unfinished or failed), claimed within ``window``."""
+
+    def read() -> list[OpenRequest]:
+        with _record() as record:
+            return record.open_requests(now, window)
+
+    return await asyncio.to_thread(read)
+
+
+@task(name="retry-counts", **RECORD)
+async def retry_counts(keys: list[str]) -> dict[str, int]:
+    def read() -> dict[str, int]:
+        with _record() as record:
+            return record.retries(keys)
+
+    return await asyncio.to_thread(read)
+
+
+@task(name="read-runs", **PREFECT_CALL)
+async def read_runs(run_ids: list[str]) -> dict[str, RunStatus]:
+    """The flow runs with these ids (ids that are not UUIDs, or unknown to Prefect, are absent)."""
+    ids = sorted({UUID(i) for i in run_ids if _is_uuid(i)}, key=str)
+    found: dict[str, RunStatus] = {}
+    async with get_client() as client:
+        for start in range(0, len(ids), PAGE):
+            chunk = FlowRunFilterId(any_=ids[start : start + PAGE])
+            for run in await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=chunk), limit=PAGE):
+                found[str(run.id)] = run_status(run)
+    return found
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+@task(name="count-retry", task_run_name="count-retry-{run_id}", **RECORD)
+async def count_retry(key: str, run_id: str, at: datetime) -> int:
+    """Count the retry before making it: a reconcile that dies halfway can never retry without bound."""
+
+    def write() -> int:
+        with _record() as record:
+            return record.count_retry(key, run_id, at)
+
+    return await asyncio.to_thread(write)
+
+
+@task(name="retry-run", task_run_name="retry-{run_id}", **PREFECT_CALL)
+async def retry_run(run_id: str, crash_first: bool, message: str) -> str:
+    """Schedule the same flow run again, as the UI's Retry does; returns what happened, in words.
+
+    The run is read again first and only a run that is still stopped (or, with ``crash_first``,
+    still hanging, which is marked Crashed first) is scheduled: the state may have moved since
+    reconcile looked (an admin pressed Retry, the run finished).
+    """
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(run_id))
+        state = run.state.type.value if run.state else "UNKNOWN"
+        if crash_first and state not in STOPPED and state != "COMPLETED":
+            await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            state = "CRASHED"
+        if state not in STOPPED:
+            return f"not retried: it is {state} now"
+        result = await client.set_flow_run_state(run.id, Scheduled(message=message), force=True)
+    if result.status is not SetStateStatus.ACCEPT:
+        reason = getattr(result.details, "reason", None) or ""
+        return f"not retried: Prefect answered {result.status.value} {reason}".rstrip()
+    return "scheduled again"
 
 
 @task(name="running-uploads", **RECORD)

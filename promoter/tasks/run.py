@@ -5,20 +5,47 @@ from __future__ import annotations
 import asyncio
 import shutil
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 
 PREFECT_CALL = {"cache_policy": NO_CACHE, "timeout_seconds": 60, "retries": 3, "retry_delay_seconds": 2}
 # Runs for the same app are serialised through a fixed set of locks: a bounded number of
 # limits however many apps pass through, at the price of rare waits between unrelated apps.
 APP_LOCKS = 64
+
+
+# A Prefect server on SQLite answers 503 ("database is locked") under load, also while a slot
+# is being taken (prefect-notes §2); that is transient, so taking the slot is tried again.
+SLOT_ATTEMPTS = 6
+
+
+@asynccontextmanager
+async def holding(limit: str) -> AsyncIterator[None]:
+    """Hold one slot of the global concurrency limit ``limit`` (strict: it must exist) for the block."""
+    async with AsyncExitStack() as stack:
+        for attempt in range(1, SLOT_ATTEMPTS + 1):
+            try:
+                await stack.enter_async_context(concurrency(limit, occupy=1, strict=True))
+                break
+            except ConcurrencySlotAcquisitionError:
+                if attempt == SLOT_ATTEMPTS:
+                    raise
+                get_run_logger().warning(
+                    "could not take a slot of %s (attempt %d); trying again", limit, attempt
+                )
+                await asyncio.sleep(min(2**attempt, 30))
+        yield
 
 
 def app_lock(app_id: UUID) -> str:
