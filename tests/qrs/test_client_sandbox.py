@@ -344,7 +344,7 @@ async def test_an_upload_cut_mid_transfer_is_repeated_once(
 async def test_an_upload_whose_answer_is_lost_is_adopted(
     sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """QRS stores the upload but its answer never arrives (connection lost): the app is adopted, not doubled."""
+    """QRS stores the upload but its answer is lost with the connection: the app is adopted, not doubled."""
     file = make_app_file(tmp_path / "small.qvf", 20_000)
     fault = sandbox.sites["dev"].add_fault("lose_answer", method="POST", path="^/qrs/app/upload$", count=1)
 
