@@ -16,27 +16,28 @@ promoted (the last thing the flow does: after the target apps, unpublishing and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.fixtures: throwaway databases
 
 from results import write
 
 from promoter.approval import approval_key
 from promoter.demo import Demo, run
-from promoter.launcher import python_command, start_child
 from promoter.ledger import Ledger
 from promoter.qrs.models import App
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
 from promoter.webhook.callbacks import callback_url
+from tests.fixtures.postgres import postgres_url, throwaway_database
 
 APPROVAL = {
     "PromoteToServer": ["test - Overwrite"],
@@ -44,16 +45,6 @@ APPROVAL = {
     "PromotionApproval": ["Approve"],
 }
 DEADLINE = 1800.0
-
-
-def postgres_database() -> str:
-    """A new, empty database on the local PostgreSQL for this run's Prefect server."""
-    import psycopg
-
-    name = f"qsp_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
 def wait_promoted(demo: Demo, keys: list[str]) -> dict[str, float]:
@@ -131,6 +122,23 @@ def burst(demo: Demo, count: int) -> dict[str, Any]:
     }
 
 
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    demo = Demo(Path(tempfile.mkdtemp(prefix="qsp-bench-e2e-")), echo=lambda line: print(line, flush=True))
+    # SIGTERM (a timeout, a service manager) must still stop the stack's children in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        demo.prepare()
+        assert demo.stack is not None
+        wait_subscribed(demo)
+        for number in range(2, args.workers + 1):
+            demo.stack.start_worker(f"bench-{number}")
+        row: dict[str, Any] = {"database": args.database, "workers": args.workers, "runs": args.runs}
+        row |= latency(demo, args.runs) if args.runs else {}
+        return row | {"burst": args.burst} | (burst(demo, args.burst) if args.burst else {})
+    finally:
+        demo.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
@@ -139,37 +147,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    if args.database == "postgresql":
-        os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres_database()
-    demo = Demo(Path(tempfile.mkdtemp(prefix="qsp-bench-e2e-")), echo=lambda line: print(line, flush=True))
-    # SIGTERM (a timeout, a service manager) must still stop the stack's children in `finally`.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    extra = []
-    try:
-        demo.prepare()
-        assert demo.stack is not None
-        wait_subscribed(demo)
-        for number in range(2, args.workers + 1):
-            env = {**demo.stack.environment(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-            command = python_command(
-                "-m", "prefect", "worker", "start", "--pool", "qs-promoter", "--name", f"bench-{number}"
-            )
-            extra.append(
-                start_child(
-                    f"worker-{number}",
-                    command,
-                    env=env,
-                    cwd=demo.root,
-                    log_file=demo.root / f"worker-{number}.log",
-                )
-            )
-        row: dict[str, Any] = {"database": args.database, "workers": args.workers, "runs": args.runs}
-        row |= latency(demo, args.runs) if args.runs else {}
-        row |= {"burst": args.burst} | (burst(demo, args.burst) if args.burst else {})
-    finally:
-        for child in extra:
-            child.stop(10)
-        demo.stop()
+    with contextlib.ExitStack() as cleanup:
+        if args.database == "postgresql":
+            database = cleanup.enter_context(throwaway_database("qsp_bench"))
+            if database is None:
+                raise SystemExit("PostgreSQL at 127.0.0.1:5432 does not answer")
+            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres_url(database, "asyncpg")
+        row = measure(args)
     write(
         args.name or f"end-to-end-{args.database}-{args.workers}w",
         [row],

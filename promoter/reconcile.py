@@ -9,8 +9,9 @@ restarts. Reconcile looks at the source site itself:
   for what leaves no lasting mark on the app: a reload of a promote-on-reload app, a publish
   that alerts approvers, an unpublished app that still carries the reload tag.
 
-The pure rules (``decide``) pick the requests; those whose key the ledger has not seen are
-submitted, each under an idempotency key derived from its request key, so a request is never
+The pure rules (``decide``) pick the requests; those whose key the ledger has not seen, and
+whose app no change run is queued for or running (a busy worker's backlog), are submitted, each
+under an idempotency key derived from its request key, so a request is never
 run twice by reconcile however often it is found. The first reconcile (no mark yet) submits
 approvals only: reloads and publishes from before the service ran are history, not requests.
 
@@ -61,8 +62,9 @@ IDS_PER_QUERY = 25
 RETRY_LIMIT = 5
 # Requests claimed longer ago are left to an admin: reconcile does not revive last week's failure.
 RETRY_WINDOW = timedelta(days=1)
-# A run Pending this long was handed to a worker that died before starting it.
-PENDING_LIMIT = timedelta(minutes=10)
+# A run Pending this long was handed to a worker that died before starting its process (a
+# healthy start takes seconds; 10-35 s measured on a loaded 2-core machine).
+PENDING_LIMIT = timedelta(minutes=5)
 STOPPED = frozenset({"CRASHED", "FAILED", "CANCELLED"})  # terminal, and not Completed
 TEMPORARY_MARK = "[qs-promoter "
 _TEMPORARY_NAME = re.compile(r" \[qs-promoter ([0-9a-f]{12})\]\Z")

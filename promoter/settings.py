@@ -214,6 +214,9 @@ class WebhookSettings(Section):
 class PrefectSettings(Section):
     site_concurrency: int = Field(2, ge=1, description="Promotions running against one site at once.")
     work_pool: str = "qs-promoter"
+    worker_limit: int | None = Field(
+        None, ge=1, description="Flow runs one worker runs at once (prefect worker --limit); None: no limit."
+    )
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +59,8 @@ WORK_POOL = "qs-promoter"  # the pool prefect.yaml deploys to
 KEEPER_DEPLOYMENT = "keep-subscriptions/qs-promoter"
 # Flow runs older than this are removed from the Prefect database (a 60 s schedule makes 1,440 a day).
 RETENTION_SECONDS = 30 * 24 * 3600
+# Concurrency-slot leases on disk (under PREFECT_HOME), so they outlive a server restart.
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 STALE_MESSAGE = "Found running when `qs-promoter up` started: the previous stop did not end it."
 STOPPING_MESSAGE = "qs-promoter up is stopping; the next scheduled run does this again."
@@ -69,6 +71,13 @@ DEPLOY_TIMEOUT = 180.0
 WORKER_START_TIMEOUT = 90.0
 WEBHOOK_START_TIMEOUT = 60.0
 WORKER_STOP_GRACE = 30.0
+
+
+WORKER = "worker"  # the name of a worker child, and the start of another one's
+
+
+def is_worker(child: Child) -> bool:
+    return child.name == WORKER or child.name.startswith(f"{WORKER}-")
 
 
 class StackError(PromoterError):
@@ -144,6 +153,21 @@ class Stack:
         )
         return env
 
+    def server_environment(self) -> dict[str, str]:
+        """The environment of the Prefect server this stack starts (also when it is started again)."""
+        env = self.environment()
+        env.update(
+            {
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(RETENTION_SECONDS),
+                # Leases kept in memory are lost when the server restarts, and the slots they held
+                # (a qsp-app-* lock, the keeper's limit of 1) are then never given back.
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+            }
+        )
+        env.pop("PREFECT_API_URL")  # the server must not think it is a client of another one
+        return env
+
     # -- start -----------------------------------------------------------------------------
 
     def start(self, *, register_only: bool = False) -> None:
@@ -160,7 +184,7 @@ class Stack:
             if register_only:
                 return
             self._check_interrupt()
-            self._start_worker()
+            self.start_worker()
             self._check_interrupt()
             self._start_webhook()
             self._start_keeper()
@@ -189,14 +213,7 @@ class Stack:
                 f"port {port} on {host} is taken by something that is not a Prefect server; "
                 "stop it, or choose another port with --prefect-port"
             )
-        env = self.environment()
-        env.update(
-            {
-                "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
-                "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(RETENTION_SECONDS),
-            }
-        )
-        env.pop("PREFECT_API_URL")  # the server must not think it is a client of another one
+        env = self.server_environment()
         self.options.prefect_home.mkdir(parents=True, exist_ok=True)
         command = python_command(
             "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"
@@ -248,26 +265,31 @@ class Stack:
         if created:
             self.echo(f"automation {ZOMBIE_AUTOMATION!r}: created (runs silent for {ZOMBIE_AFTER} crash)")
 
-    def _start_worker(self) -> None:
-        name = f"qs-promoter-{socket.gethostname()}"
+    def start_worker(self, name: str | None = None, environment: Mapping[str, str] | None = None) -> Child:
+        """Start a worker on the work pool and wait until it polls: the stack's own, a new one for
+        a dead one, or another one as on a second machine (``name``, and ``environment`` over ours)."""
+        worker = name or f"qs-promoter-{socket.gethostname()}"
         env = self.environment()
         env.update(
             {
                 # Pick up new flow runs within a second or two instead of ten (prefect-notes §3.2).
                 "PREFECT_WORKER_QUERY_SECONDS": f"{self.options.worker_query_seconds:g}",
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+                **(environment or {}),
             }
         )
         pool = self.settings.prefect.work_pool
         command = python_command(
-            "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name
+            "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", worker
         )
+        if self.settings.prefect.worker_limit is not None:
+            command += ["--limit", str(self.settings.prefect.worker_limit)]
         since = datetime.now(UTC) - timedelta(seconds=5)
-        child = self._spawn("worker", command, env)
+        child = self._spawn(WORKER if name is None else f"{WORKER}-{name}", command, env)
         began = time.monotonic()
 
         def online() -> bool:
-            return not child.alive() or self._prefect(lambda c: worker_seen(c, pool, name, since))
+            return not child.alive() or self._prefect(lambda c: worker_seen(c, pool, worker, since))
 
         if (
             not wait_for(online, WORKER_START_TIMEOUT, interval=0.5, stop=self.stop_requested)
@@ -275,7 +297,8 @@ class Stack:
         ):
             self._check_interrupt()
             raise StackError(self._failed(child, "did not come online in the work pool"))
-        self.echo(f"worker {name!r}: polling pool {pool!r} ({time.monotonic() - began:.1f} s)")
+        self.echo(f"worker {worker!r}: polling pool {pool!r} ({time.monotonic() - began:.1f} s)")
+        return child
 
     def _start_webhook(self) -> None:
         url = self.webhook_local_url
@@ -324,16 +347,24 @@ class Stack:
         WORKER_STOP_GRACE seconds to finish before the worker stops; runs it had to abandon are
         marked Crashed, so none stays Running (and holds a concurrency slot) until the next start.
         """
-        order = {"worker": 0, "webhook": 1, "prefect-server": 2}
-        for child in sorted(self.children, key=lambda c: order.get(c.name, 1)):
-            if child.name == "worker" and child.alive() and self.owns_server:
-                self._drain_runs()
-            if child.alive():
-                self.echo(f"stopping {child.name} (pid {child.pid})")
-            child.stop(WORKER_STOP_GRACE if child.name == "worker" else 15.0)
-            if child.name == "worker" and self.owns_server:
-                self._try(lambda c: crash_active_runs(c, self.settings.prefect.work_pool, STOPPED_MESSAGE))
+        workers = [child for child in self.children if is_worker(child)]
+        if self.owns_server and any(worker.alive() for worker in workers):
+            self._drain_runs()
+        for worker in workers:  # all of them before runs are marked: each may run some
+            self._stop_child(worker, WORKER_STOP_GRACE)
+        if workers and self.owns_server:
+            self._try(lambda c: crash_active_runs(c, self.settings.prefect.work_pool, STOPPED_MESSAGE))
+        others = {"webhook": 0, "prefect-server": 2}
+        for child in sorted(
+            (c for c in self.children if not is_worker(c)), key=lambda c: others.get(c.name, 1)
+        ):
+            self._stop_child(child, 15.0)
         self.children.clear()
+
+    def _stop_child(self, child: Child, grace: float) -> None:
+        if child.alive():
+            self.echo(f"stopping {child.name} (pid {child.pid})")
+        child.stop(grace)
 
     def _drain_runs(self) -> None:
         pool = self.settings.prefect.work_pool

@@ -59,8 +59,10 @@ SENTINEL: Kind = "sentinel"
 SENTINEL_PATH = "/qs-promoter-sentinel"  # never called: the sentinel's filter matches no app
 # A probe must not hang for the site's usual 30 s while QRS restarts.
 PROBE_TIMEOUT_SECONDS = 10.0
-# The deployment starts a run every 60 s; each watches until shortly before the next is due.
-WATCH_SECONDS = 55.0
+# The deployment starts a run every 60 s; each watches until well before the next is due. The
+# margin covers the run's own end (last state, process exit): with 55 s, a loaded 2-core machine
+# let every other run end after the next tick, which CANCEL_NEW then skipped (a 60 s blind spot).
+WATCH_SECONDS = 45.0
 
 log = logging.getLogger(__name__)
 

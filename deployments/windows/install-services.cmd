@@ -8,7 +8,7 @@ set PY=%INSTALL%\.venv\Scripts
 
 nssm install qs-promoter-server "%PY%\prefect.exe" server start --host 127.0.0.1 --port 4200
 nssm set qs-promoter-server AppDirectory "%INSTALL%"
-nssm set qs-promoter-server AppEnvironmentExtra PYTHONIOENCODING=UTF-8 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=2592000
+nssm set qs-promoter-server AppEnvironmentExtra PYTHONIOENCODING=UTF-8 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=2592000 PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem
 nssm set qs-promoter-server AppStdout "%INSTALL%\var\log\server.log"
 nssm set qs-promoter-server AppStderr "%INSTALL%\var\log\server.log"
 

@@ -11,6 +11,7 @@ from promoter.errors import PromoterError
 from promoter.qrs.models import qrs_now
 from promoter.reconcile import (
     DEFAULT_DEPLOYMENT,
+    PENDING_LIMIT,
     RETRY_LIMIT,
     RETRY_WINDOW,
     STOPPED,
@@ -46,17 +47,20 @@ async def reconcile(
     settle_seconds: float = 120.0,
     leftover_age_minutes: float = 60.0,
     retry_limit: int = RETRY_LIMIT,
+    pending_minutes: float = PENDING_LIMIT.total_seconds() / 60,
 ) -> str:
     """Find requests no notification announced and submit each once; retry runs that stopped before
     their request was done; delete leftover temporary uploads.
 
     ``settle_seconds``: apps changed this recently are left to their notification for now.
     ``retry_limit``: automatic retries of one request's run, after which an admin decides.
+    ``pending_minutes``: a run Pending this long lost its worker before it started: it is retried.
     """
     settings = load_settings()
     log = get_run_logger()
     started = qrs_now()
     settle = timedelta(seconds=settle_seconds)
+    pending_limit = timedelta(minutes=pending_minutes)
     since = window_start(await last_reconciled(), settle)
     if since is None:
         log.info("first reconcile: looking for approvals; reloads and publishes are followed from now on")
@@ -84,7 +88,7 @@ async def reconcile(
                 unclaimed.append(OpenRequest(request.key, run.id, None, run.since or started))
             continue
         run = queued.get(str(request.app_id))
-        if run is not None and in_hand(run, started):
+        if run is not None and in_hand(run, started, pending_limit):
             log.info("%s: left to flow run %s (%s), which will read the app", what, run.name, run.state)
             left += 1
             continue
@@ -92,7 +96,7 @@ async def reconcile(
         submitted += 1
         log.info("%s: %s -> flow run %s", what, request.reason, run_id)
 
-    retried, still_open = await finish_stopped(unclaimed, started, retry_limit)
+    retried, still_open = await finish_stopped(unclaimed, started, retry_limit, pending_limit)
 
     sites = list(settings.target_sites)
     protected = await running_uploads() | running_upload_tokens(still_open, sites)
@@ -119,7 +123,9 @@ async def reconcile(
     return summary
 
 
-async def finish_stopped(unclaimed: list[OpenRequest], now: datetime, limit: int) -> tuple[int, list[str]]:
+async def finish_stopped(
+    unclaimed: list[OpenRequest], now: datetime, limit: int, pending_limit: timedelta
+) -> tuple[int, list[str]]:
     """Retry the flow runs of requests that stopped before they were done (the ledger's open claims,
     and ``unclaimed``); returns how many were retried and the keys whose uploads are still in use."""
     log = get_run_logger()
@@ -131,9 +137,9 @@ async def finish_stopped(unclaimed: list[OpenRequest], now: datetime, limit: int
     counts = await retry_counts(list(requests))
     retried, in_hand, going = 0, [], 0
     for request in requests.values():
-        decision = decide_retry(
-            request, runs.get(request.run_id), counts.get(request.key, 0), now=now, limit=limit
-        )
+        run = runs.get(request.run_id)
+        retries = counts.get(request.key, 0)
+        decision = decide_retry(request, run, retries, now=now, limit=limit, pending_limit=pending_limit)
         if decision.action == "leave":
             going += 1
             in_hand.append(request.key)

@@ -20,7 +20,7 @@ async def keep_subscriptions(
     """Subscribe anew (no gap), then watch the source site; after a restart, subscribe again at once.
 
     The deployment runs this every 60 s with a concurrency limit of 1 (CANCEL_NEW). Without
-    ``duration_seconds`` the watch lasts until 55 s after the scheduled start, so it ends before
+    ``duration_seconds`` the watch lasts until 45 s after the scheduled start, so it ends before
     the next run is due even when the worker started this one late.
     """
     log = get_run_logger()

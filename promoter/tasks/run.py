@@ -28,6 +28,10 @@ APP_LOCKS = 64
 # A Prefect server on SQLite answers 503 ("database is locked") under load, also while a slot
 # is being taken (prefect-notes §2); that is transient, so taking the slot is tried again.
 SLOT_ATTEMPTS = 6
+# A slot is leased, and renewed while held. A holder that dies without giving the slot back (a
+# flow process orphaned by a killed worker, measured hanging at exit) blocks its app for at most
+# this long; Prefect's default of 300 s held a chaos run's app for five minutes.
+LEASE_SECONDS = 60.0
 
 
 @asynccontextmanager
@@ -36,7 +40,16 @@ async def holding(limit: str) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         for attempt in range(1, SLOT_ATTEMPTS + 1):
             try:
-                await stack.enter_async_context(concurrency(limit, occupy=1, strict=True))
+                # A failed renewal (Prefect restarting) must not kill an upload half done: the
+                # ledger's claim, not this slot, is what keeps a request from running twice.
+                held = concurrency(
+                    limit,
+                    occupy=1,
+                    strict=True,
+                    lease_duration=LEASE_SECONDS,
+                    raise_on_lease_renewal_failure=False,
+                )
+                await stack.enter_async_context(held)
                 break
             except ConcurrencySlotAcquisitionError:
                 if attempt == SLOT_ATTEMPTS:

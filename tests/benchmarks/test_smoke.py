@@ -53,3 +53,15 @@ def test_transfer_benchmark_uploads_once_per_site(prefect_api: str, tmp_path: Pa
         ("overwrite", 1, 2.0),
         ("duplicate", 1, 2.0),
     ]
+
+
+def test_end_to_end_benchmark_on_postgresql_with_two_workers(prefect_api: str, tmp_path: Path) -> None:
+    """Two approvals one at a time and two at once, through the demo's whole stack on PostgreSQL with
+    two workers: each is measured until its promotion completes."""
+    args = ["--runs", "2", "--burst", "2", "--database", "postgresql", "--workers", "2"]
+
+    (row,) = run_benchmark("end_to_end.py", args, prefect_api, tmp_path)
+
+    assert (row["database"], row["workers"], row["runs"], row["burst"]) == ("postgresql", 2, 2, 2)
+    assert 0 < row["p50 s"] <= row["max s"]
+    assert row["all complete after s"] > 0

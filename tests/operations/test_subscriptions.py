@@ -80,7 +80,7 @@ def on(kind: ChangeKind, app_id: UUID, after: float = 0.0) -> Callable[[Delivery
 
 
 def test_a_scheduled_run_watches_until_shortly_before_the_next_one_is_due() -> None:
-    """On time: 55 s; 20 s late: 35 s; over a minute late: no watch; an explicit duration wins."""
+    """On time: 45 s; 20 s late: 25 s; over a minute late: no watch; an explicit duration wins."""
     start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
     assert [
@@ -88,7 +88,7 @@ def test_a_scheduled_run_watches_until_shortly_before_the_next_one_is_due() -> N
         watch_seconds(None, start, start + timedelta(seconds=20)),
         watch_seconds(None, start, start + timedelta(seconds=70)),
         watch_seconds(3.0, start, start + timedelta(seconds=70)),
-    ] == [55.0, 35.0, 0.0, 3.0]
+    ] == [45.0, 25.0, 0.0, 3.0]
 
 
 @IN_PROCESS_FLOWS

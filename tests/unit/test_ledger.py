@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,24 +14,16 @@ from sqlalchemy import text
 
 from promoter.ledger import FAILED, Backup, Ledger
 from promoter.planning import KnownTarget
-
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+from tests.fixtures.postgres import postgres_url, throwaway_database
 
 
 def _postgres_url() -> Iterator[str]:
     """A throwaway database on the machine's PostgreSQL, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for the PostgreSQL ledger")
-    name = f"qsp_ledger_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc.__class__.__name__}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pytest.importorskip("psycopg", reason="psycopg is needed for the PostgreSQL ledger")
+    with throwaway_database("qsp_ledger") as name:
+        if name is None:
+            pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+        yield postgres_url(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,92 @@
+"""The chaos world: the whole stack (tests/fixtures/stack.py) and the levers to pull on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+
+from promoter.launcher import start_child
+from promoter.qrs.client import QrsClient
+from promoter.sandbox.s3 import S3Sandbox
+from promoter.sandbox.server import Sandbox
+from promoter.sandbox.smtp import SmtpSandbox
+from promoter.settings import Settings
+from tests.fixtures.stack import LiveStack, live_stack, run
+
+__all__ = ["Chaos", "run"]
+
+
+class Chaos(LiveStack):
+    """The running world and the stack; the faults that need process control."""
+
+    def stop_prefect_server(self) -> tuple[list[str], dict[str, str], Path]:
+        """Stop the Prefect server as a service manager would; returns what starts it again."""
+        server = self.child("prefect-server")
+        command = [str(part) for part in server.process.args]  # type: ignore[union-attr]
+        server.stop(15.0)
+        self.stack.children.remove(server)
+        return command, self.stack.server_environment(), server.log_file
+
+    def start_prefect_server(self, command: list[str], env: dict[str, str], log_file: Path) -> None:
+        child = start_child("prefect-server", command, env=env, cwd=Path.cwd(), log_file=log_file)
+        self.stack.children.append(child)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert child.alive(), child.log_tail()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.stack.api_url}/health", timeout=2, trust_env=False).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise TimeoutError(f"the Prefect server did not come back:\n{child.log_tail()}")
+
+    def kill_worker(self) -> None:
+        """kill -9 of the worker process alone (its flow-run processes are orphaned, as on a real crash)."""
+        worker = self.child("worker")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.process.wait(10)
+        self.stack.children.remove(worker)
+
+    def start_worker(self) -> None:
+        """A new worker, as the service manager restarts a dead one."""
+        self.stack.start_worker()
+
+
+async def review_stream(settings: Settings, site: str) -> UUID:
+    """The stream "Review" on a site that lacks it (the world has it on test only)."""
+    async with QrsClient.for_site(settings, site) as qrs:
+        found = await qrs.stream_by_name("Review")
+        if found is not None:
+            return found.id
+        return UUID((await qrs.create_entity("stream", {"name": "Review", "customProperties": []}))["id"])
+
+
+@pytest.fixture
+def chaos(
+    sandbox: Sandbox,
+    sandbox_settings: Settings,
+    smtp_server: SmtpSandbox,
+    s3_server: S3Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Chaos]:
+    """dev/test/prod, SMTP, S3 (versioned bucket) and the stack: Prefect server, deployments, worker,
+    webhook, keep-subscriptions; everything stopped and the database dropped afterwards."""
+    with live_stack(
+        Chaos,
+        sandbox=sandbox,
+        settings=sandbox_settings,
+        smtp=smtp_server,
+        s3=s3_server,
+        root=tmp_path,
+        monkeypatch=monkeypatch,
+    ) as world:
+        world.world.target_streams["prod"]["Review"] = run(review_stream(world.settings, "prod"))
+        yield world

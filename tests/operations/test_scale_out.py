@@ -1,0 +1,131 @@
+"""Scale-out as deployments/README.md describes it: one Prefect server on PostgreSQL, two workers
+("two machines", each with its own Prefect home) sharing the promotions, one ledger on
+PostgreSQL, and the task results on storage both reach. The whole loop runs: QRS notification,
+webhook, outbox, flow runs, either worker, the target sites.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promoter.approval import approval_key
+from promoter.ledger import Ledger
+from promoter.sandbox.s3 import S3Sandbox
+from promoter.sandbox.server import Sandbox
+from promoter.sandbox.smtp import SmtpSandbox
+from promoter.sandbox.synthetic import make_app_file
+from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.settings import PrefectSettings, Settings
+from tests.e2e.conftest import IN_PROCESS_FLOWS
+from tests.fixtures.postgres import postgres_url, throwaway_database
+from tests.fixtures.stack import LiveStack, live_stack, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, IN_PROCESS_FLOWS]
+
+APPROVALS = 12
+RUNS_PER_WORKER = 3  # settings prefect.worker_limit: a worker with its fill leaves runs to the other
+SECOND = "machine-b"
+SUBMITTING = re.compile(r"Worker '([^']+)' submitting flow run '([0-9a-f-]{36})'")
+
+
+@pytest.fixture
+def two_workers(
+    sandbox: Sandbox,
+    sandbox_settings: Settings,
+    smtp_server: SmtpSandbox,
+    s3_server: S3Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LiveStack]:
+    # The share both machines mount for results (an SMB or NFS path in production).
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "shared-results"))
+    with throwaway_database("qsp_ledger") as ledger_database:
+        assert ledger_database is not None, "PostgreSQL at 127.0.0.1:5432 does not answer"
+        with live_stack(
+            LiveStack,
+            sandbox=sandbox,
+            settings=sandbox_settings,
+            smtp=smtp_server,
+            s3=s3_server,
+            root=tmp_path,
+            monkeypatch=monkeypatch,
+            postgres_required=True,
+            ledger_url=postgres_url(ledger_database),
+            prefect=PrefectSettings(site_concurrency=8, worker_limit=RUNS_PER_WORKER),
+        ) as live:
+            live.stack.start_worker(SECOND, {"PREFECT_HOME": str(tmp_path / SECOND / "prefect")})
+            yield live
+
+
+def who_ran(log_dir: Path) -> dict[str, str]:
+    """flow run id -> the worker that submitted it, from the workers' own log lines."""
+    ran: dict[str, str] = {}
+    for log in log_dir.glob("worker*.log"):
+        for worker, run_id in SUBMITTING.findall(log.read_text(encoding="utf-8", errors="replace")):
+            ran[run_id] = worker
+    return ran
+
+
+def claim_owners(ledger: Ledger, keys: list[str]) -> set[str]:
+    """The flow runs that hold the ledger's claims of ``keys`` (the runs that promoted)."""
+    import sqlalchemy as sa
+
+    from promoter.ledger import handled
+
+    with ledger.engine.connect() as conn:
+        return {row.owner for row in conn.execute(sa.select(handled.c.owner).where(handled.c.key.in_(keys)))}
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+def test_two_workers_share_the_promotions_and_each_approval_is_promoted_once(two_workers: LiveStack) -> None:
+    live = two_workers
+    settings, world = live.settings, live.world
+    assert live.database == "PostgreSQL"
+    live.wait_subscribed()
+
+    approved = []
+    for number in range(APPROVALS):
+        name = f"Scale {number:02d} Sales"
+        file = make_app_file(live.root / "apps" / f"{number}.qvf", 32 * 1024, seed=name)
+        app = run(publish_as(settings, REP, file, name, world.sales_stream_id))
+        values = {
+            "PromoteToServer": ["test - Overwrite", "prod - Duplicate"],
+            "PromoteToStream": ["Everyone"],
+            "PromotionApproval": ["Approve"],
+        }
+        app = run(set_properties(settings, MANAGER, app.id, world, values))
+        approved.append((app, approval_key(app, settings)))
+
+    deadline = time.monotonic() + 300
+    with Ledger(settings.ledger_url) as ledger:
+        while any(ledger.outcome(key) != "promoted" for _, key in approved):
+            assert time.monotonic() < deadline, [ledger.outcome(key) for _, key in approved]
+            time.sleep(1.0)
+        owners = claim_owners(ledger, [key for _, key in approved])
+
+    # Each approval promoted once: one app of its name in Everyone on each target.
+    for site in ("test", "prod"):
+        everyone = world.target_streams[site]["Everyone"]
+        names = Counter(a.name for a in live.apps(site) if a.stream and a.stream.id == everyone)
+        assert [names[app.name] for app, _ in approved] == [1] * APPROVALS, site
+
+    # Both workers ran promotions, and no run was started twice.
+    ran = who_ran(live.stack.options.log_dir)
+    by_worker = Counter(ran[run_id] for run_id in owners)
+    assert len(owners) == APPROVALS
+    assert len(by_worker) == 2 and min(by_worker.values()) >= 1, by_worker
+    assert SECOND in by_worker
+
+    # The steps' results went to the shared storage, none to either machine's own Prefect home.
+    assert len(files_under(live.root / "shared-results")) >= APPROVALS
+    assert files_under(live.stack.options.prefect_home / "storage") == []
+    assert files_under(live.root / SECOND / "prefect" / "storage") == []
