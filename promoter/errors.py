@@ -44,6 +44,15 @@ class QrsRefused(QrsError):
     """401/403: the certificate, the user or the Xrfkey was not accepted."""
 
 
+class QrsUntrusted(QrsError):
+    """The site's certificate failed the check against root.pem (another CA, expired, another
+    host name): a setting or a certificate to fix, so the call is not repeated."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
 class QrsNotFound(QrsError):
     """404: the entity does not exist (any more)."""
 

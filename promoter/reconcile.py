@@ -270,8 +270,15 @@ def decide_retry(
 def in_hand(run: RunStatus, now: datetime, pending_limit: timedelta = PENDING_LIMIT) -> bool:
     """A change run that will look at its app soon: scheduled, running, or pending (not for too long)."""
     if run.state == "PENDING":
-        return run.since is None or run.since >= now - pending_limit
+        return not stalled(run, now, pending_limit)
     return run.state in ("SCHEDULED", "RUNNING")
+
+
+def stalled(run: RunStatus, now: datetime, pending_limit: timedelta = PENDING_LIMIT) -> bool:
+    """Pending for longer than ``pending_limit``: the worker that took the run was lost before it
+    started it. Nothing else ends such a run, and until then it holds its work queue's and its
+    deployment's slots (measured: eight of them jammed a queue limited to eight for good)."""
+    return run.state == "PENDING" and run.since is not None and run.since < now - pending_limit
 
 
 # -- reading the sites -----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from promoter.tasks.reconcile import (
     open_requests,
     read_runs,
     read_source,
+    release_stalled_runs,
     retry_counts,
     retry_run,
     running_uploads,
@@ -61,6 +62,9 @@ async def reconcile(
     started = qrs_now()
     settle = timedelta(seconds=settle_seconds)
     pending_limit = timedelta(minutes=pending_minutes)
+    # First: a run a lost worker left Pending blocks its queue's slots and never starts.
+    for released in await release_stalled_runs(settings.prefect.work_pool, started, pending_limit):
+        log.warning("%s", released)
     since = window_start(await last_reconciled(), settle)
     if since is None:
         log.info("first reconcile: looking for approvals; reloads and publishes are followed from now on")

@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 import httpx
 from pydantic import BaseModel
 
-from promoter.errors import PromoterError, QrsBadRequest, QrsConflict, QrsError, QrsNotFound
+from promoter.errors import PromoterError, QrsBadRequest, QrsConflict, QrsError, QrsNotFound, QrsUntrusted
 from promoter.qrs.filters import Scalar, all_of, eq, query_string
 from promoter.qrs.models import (
     About,
@@ -103,12 +103,17 @@ def transport_failure(exc: httpx.HTTPError, cert_dir: Path | None = None) -> str
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if not str(exc):
         text += "".join(f": {cause}" for cause in causes[1:] if str(cause))[:120]
-    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes):
+    if server_certificate_rejected(exc):
         return text
     unanswered = isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
     if unanswered or any(isinstance(cause, ssl.SSLError) for cause in causes):
         return f"{closed_connection_hint(cert_dir)} ({text})"
     return text
+
+
+def server_certificate_rejected(exc: BaseException) -> bool:
+    """True when our check of the site's certificate failed (not a network failure)."""
+    return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in _causes(exc))
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -197,7 +202,8 @@ class QrsClient:
             yield
         except httpx.HTTPError as exc:
             reason = redact(transport_failure(exc, self._cert_dir), *hidden)
-            raise QrsError(self.name, method, path, None, reason) from exc
+            kind = QrsUntrusted if server_certificate_rejected(exc) else QrsError
+            raise kind(self.name, method, path, None, reason) from exc
 
     async def _send(
         self,

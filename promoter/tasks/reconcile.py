@@ -9,7 +9,7 @@ from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -18,11 +18,14 @@ from prefect.client.schemas.filters import (
     FlowRunFilterIdempotencyKey,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Crashed, Scheduled
 
+from promoter.orchestration import MAINTENANCE_FLOWS
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
@@ -34,6 +37,7 @@ from promoter.reconcile import (
     RunStatus,
     SourceSurvey,
     running_upload_tokens,
+    stalled,
     survey_source,
     sweep_leftovers,
 )
@@ -212,17 +216,51 @@ async def retry_run(run_id: str, crash_first: bool, message: str) -> str:
     """
     async with get_client() as client:
         run = await client.read_flow_run(UUID(run_id))
-        state = run.state.type.value if run.state else "UNKNOWN"
-        if crash_first and state not in STOPPED and state != "COMPLETED":
-            await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-            state = "CRASHED"
-        if state not in STOPPED:
-            return f"not retried: it is {state} now"
-        result = await client.set_flow_run_state(run.id, Scheduled(message=message), force=True)
+        return await _schedule_again(client, run, crash_first, message)
+
+
+async def _schedule_again(client: PrefectClient, run: FlowRun, crash_first: bool, message: str) -> str:
+    state = run.state.type.value if run.state else "UNKNOWN"
+    if crash_first and state not in STOPPED and state != "COMPLETED":
+        await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        state = "CRASHED"
+    if state not in STOPPED:
+        return f"not retried: it is {state} now"
+    result = await client.set_flow_run_state(run.id, Scheduled(message=message), force=True)
     if result.status is not SetStateStatus.ACCEPT:
         reason = getattr(result.details, "reason", None) or ""
         return f"not retried: Prefect answered {result.status.value} {reason}".rstrip()
     return "scheduled again"
+
+
+@task(name="release-stalled-runs", **PREFECT_CALL)
+async def release_stalled_runs(pool: str, now: datetime, pending_limit: timedelta) -> list[str]:
+    """End the runs of ``pool`` that a lost worker left Pending (``stalled``); returns what was done.
+
+    A change or manual run is scheduled again, the same run, so that a notification whose worker
+    died is not lost; a keep-subscriptions or reconcile run is only marked Crashed: its next tick
+    does the same work. Either way the slots it held are given back.
+    """
+    minutes = pending_limit.total_seconds() / 60
+    message = f"Pending for over {minutes:g} min: the worker that took it was lost before starting it"
+    pending = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
+    done: list[str] = []
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=pending),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            limit=PAGE,
+        )
+        stuck = [run for run in runs if stalled(run_status(run), now, pending_limit)]
+        flows = {f.id: f.name for f in await client.read_flows()} if stuck else {}
+        for run in stuck:
+            if flows.get(run.flow_id) in MAINTENANCE_FLOWS:
+                await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                done.append(f"{run.name}: marked Crashed")
+            else:
+                outcome = await _schedule_again(client, run, True, f"{message}; scheduled again by reconcile")
+                done.append(f"{run.name}: {outcome}")
+    return done
 
 
 @task(name="running-uploads", **RECORD)

@@ -6,6 +6,7 @@ deployment and no worker, so a retried run is seen waiting in Scheduled.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from prefect.client.orchestration import PrefectClient
-from prefect.states import Crashed, Failed, Running
+from prefect.states import Crashed, Failed, Pending, Running
 
 from promoter.flows.handle import handle_app_change
 from promoter.flows.reconcile import reconcile
@@ -26,8 +27,10 @@ from promoter.reconcile import (
     RunStatus,
     decide_retry,
     in_hand,
+    stalled,
 )
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
+from tests.fixtures.deployments import Registration
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REQUEST = OpenRequest("approval:app:value@time", "6a1c7e4e-2f55-4d0e-9d0c-1f2a3b4c5d6e", None, NOW)
@@ -182,3 +185,43 @@ async def test_a_run_that_keeps_crashing_is_retried_only_up_to_the_limit(
     assert "0 stopped run(s) retried" in summary
     with ReconcileRecord(stage.settings.ledger_url) as record:
         assert record.retries([key]) == {key: 2}
+
+
+def test_only_a_run_pending_too_long_is_stalled() -> None:
+    """Stalled: Pending for longer than the limit. Scheduled, running or freshly pending runs are not."""
+    old = NOW - PENDING_LIMIT - timedelta(seconds=1)
+
+    assert stalled(status("PENDING", old), NOW)
+    assert not stalled(status("PENDING", NOW - PENDING_LIMIT + timedelta(seconds=1)), NOW)
+    assert not any(stalled(status(state, old), NOW) for state in ("SCHEDULED", "RUNNING", "CRASHED"))
+
+
+@IN_PROCESS_FLOWS
+async def test_runs_a_lost_worker_left_pending_give_their_slots_back(
+    stage: Stage, prefect_api: str, registered_deployments: Registration
+) -> None:
+    """Pending longer than pending_minutes (the worker that took them died before starting them):
+    the change run is scheduled again, the same run with its parameters, so its notification is
+    not lost; the keep-subscriptions run is marked Crashed (its next tick does its work); a run
+    that only just went Pending is left to its worker."""
+    parameters = {"app_id": str(uuid4()), "trigger": "updated", "change_id": f"updated:{uuid4()}:t"}
+    async with PrefectClient(api=prefect_api) as client:
+        change = await client.read_deployment_by_name("handle-app-change/qs-promoter")
+        keeper = await client.read_deployment_by_name("keep-subscriptions/qs-promoter")
+        lost = await client.create_flow_run_from_deployment(change.id, parameters=parameters)
+        lost_keeper = await client.create_flow_run_from_deployment(keeper.id)
+        fresh = await client.create_flow_run_from_deployment(change.id, parameters={"app_id": str(uuid4())})
+        for run in (lost, lost_keeper):
+            await client.set_flow_run_state(run.id, Pending(), force=True)
+        await asyncio.sleep(6.0)
+        await client.set_flow_run_state(fresh.id, Pending(), force=True)
+
+    await reconcile(settle_seconds=0, pending_minutes=5 / 60)
+
+    async with PrefectClient(api=prefect_api) as client:
+        again = await client.read_flow_run(lost.id)
+    lost_state, lost_message = await state_of(prefect_api, lost.id)
+    assert (lost_state, again.parameters) == ("SCHEDULED", parameters)
+    assert lost_message.startswith("Pending for over")
+    assert (await state_of(prefect_api, lost_keeper.id))[0] == "CRASHED"
+    assert (await state_of(prefect_api, fresh.id))[0] == "PENDING"

@@ -94,9 +94,15 @@ async def test_register_only_creates_every_deployment_of_prefect_yaml(
         == str(Path.cwd().resolve())
         for d in deployments
     )
-    assert {d.concurrency_options.collision_strategy.value for d in deployments if d.concurrency_options} == {
-        "CANCEL_NEW"
-    }
+    assert {
+        (
+            d.concurrency_options.collision_strategy.value,
+            d.concurrency_options.grace_period_seconds,
+            d.work_queue_name,
+        )
+        for d in deployments
+        if d.concurrency_options
+    } == {("CANCEL_NEW", 60, "maintenance")}
     assert len(automations) == 1
     assert "registered; nothing else was started" in registered_deployments.output
 
