@@ -29,7 +29,7 @@ from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
 from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties
-from promoter.settings import Settings, SiteSettings, WebhookSettings, write_settings
+from promoter.settings import PrefectSettings, Settings, SiteSettings, WebhookSettings, write_settings
 from promoter.stack import Stack, StackOptions, free_port, port_free, project_dir
 from promoter.webhook.callbacks import callback_url
 
@@ -79,6 +79,7 @@ class Demo:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     app_id: UUID | None = None
     s3_version: str = ""
+    worker_limit: int | None = None  # settings prefect.worker_limit (the benchmarks bound it)
 
     # -- the parts -------------------------------------------------------------------------
 
@@ -170,6 +171,7 @@ class Demo:
             ),
             ledger_url=f"sqlite:///{(self.root / 'ledger.db').as_posix()}",
             work_dir=self.root / "work",
+            prefect=PrefectSettings(worker_limit=self.worker_limit),
         )
         self.world = run(build_world(settings))
         approvers = {str(self.world.sales_stream_id): [MANAGER.email]}

@@ -96,8 +96,9 @@ def transport_failure(exc: httpx.HTTPError, cert_dir: Path | None = None) -> str
     """An httpx failure in words an admin can act on (for QrsError's body; no status, no answer).
 
     A refused client certificate never says so: the site closes the connection, which TLS 1.3
-    shows as "Server disconnected" and TLS 1.2 as an empty ConnectError over an SSL EOF. Those
-    get the certificate hint; a failed server-certificate check already names its reason.
+    shows as "Server disconnected" or, when the close races the request, as a connection reset,
+    and TLS 1.2 as an empty ConnectError over an SSL EOF. Those get the certificate hint; a failed
+    server-certificate check already names its reason.
     """
     causes = list(_causes(exc))
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -106,7 +107,7 @@ def transport_failure(exc: httpx.HTTPError, cert_dir: Path | None = None) -> str
     if server_certificate_rejected(exc):
         return text
     unanswered = isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
-    if unanswered or any(isinstance(cause, ssl.SSLError) for cause in causes):
+    if unanswered or any(isinstance(cause, ssl.SSLError | ConnectionResetError) for cause in causes):
         return f"{closed_connection_hint(cert_dir)} ({text})"
     return text
 

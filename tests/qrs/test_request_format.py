@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from promoter.errors import QrsError, QrsNotFound
-from promoter.qrs.client import QrsClient, new_xrfkey, qlik_user_header
+from promoter.qrs.client import QrsClient, new_xrfkey, qlik_user_header, transport_failure
 from promoter.qrs.filters import eq
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import SiteSettings
@@ -131,3 +131,15 @@ async def test_a_notification_body_is_the_url_as_a_json_string() -> None:
     assert handle == got
     assert seen[0].content == b'"http://127.0.0.1:8787/notify?s=a b"'
     assert (query["name"][0], query["changetype"][0], query["propertyname"][0]) == ("App", "2", "publishTime")
+
+
+def test_a_connection_reset_without_an_answer_points_at_the_client_certificate(tmp_path: Path) -> None:
+    """TLS 1.3 sites refuse a client certificate after the handshake; when that close races the
+    request, the client sees a reset, and the message says where to look."""
+    reset = httpx.ReadError("[Errno 104] Connection reset by peer")
+    reset.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+
+    text = transport_failure(reset, tmp_path)
+
+    assert text.startswith("TLS closed by the site") and "client.pem" in text
+    assert "Connection reset by peer" in text
