@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/end_to_end.py [--runs 50] [--burst 100] [--database sqlite|postgresql]
                                               [--workers 1] [--worker-limit 8]
 
-The demo's setup (promoter/demo.py) starts sandbox sites dev, test and prod, SMTP and S3 stand-ins,
-a Prefect server (SQLite, or a throwaway database on the PostgreSQL at 127.0.0.1:5432), the
+The demo's setup (promoter/deployments/demo.py) starts sandbox sites dev, test and prod, SMTP and
+S3 stand-ins, a Prefect server (SQLite, or a throwaway database on the PostgreSQL at 127.0.0.1:5432), the
 deployments, --workers process workers and the webhook. Approvals are made as the sales manager
 would, through QRS; a promotion counts as complete when the ledger records its request as
 promoted (the last thing the flow does: after the target apps, unpublishing and the emails).
@@ -32,7 +32,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.fixture
 from results import write
 
 from promoter.approval import approval_key
-from promoter.demo import Demo, run
+from promoter.deployments.demo import Demo, run
 from promoter.ledger import Ledger
 from promoter.qrs.models import App
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties

@@ -65,6 +65,8 @@ RETRY_WINDOW = timedelta(days=1)
 # A run Pending this long was handed to a worker that died before starting its process (a
 # healthy start takes seconds; 10-35 s measured on a loaded 2-core machine).
 PENDING_LIMIT = timedelta(minutes=5)
+# The scheduled flows: a run of theirs may be cancelled or ended, the next tick redoes its work.
+MAINTENANCE_FLOWS = ("keep-subscriptions", "reconcile")
 STOPPED = frozenset({"CRASHED", "FAILED", "CANCELLED"})  # terminal, and not Completed
 TEMPORARY_MARK = "[qs-promoter "
 _TEMPORARY_NAME = re.compile(r" \[qs-promoter ([0-9a-f]{12})\]\Z")

@@ -257,7 +257,7 @@ def check_prefect() -> Check:
 
 def check_deployments() -> Check:
     """handle-app-change/qs-promoter is registered (the webhook's flow runs are made from it)."""
-    from promoter.orchestration import with_prefect
+    from promoter.deployments.orchestration import with_prefect
 
     url, _ = prefect_api_url()
 

@@ -209,7 +209,7 @@ def current_account() -> str:
 def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: bool) -> None:
     """Create a flow run of ``deployment``, print its URL, and with ``wait`` follow it to the end."""
     from promoter.cli.doctor import prefect_api_url
-    from promoter.orchestration import run_url, start_run, with_prefect
+    from promoter.deployments.orchestration import run_url, start_run, with_prefect
 
     api_url, _ = prefect_api_url()
     try:

@@ -45,7 +45,7 @@ def up(
     # Before Prefect is imported here: its settings are read once, at import.
     os.environ["PREFECT_HOME"] = str(state / "prefect")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from promoter.stack import Interrupted, Stack, StackError, StackOptions, project_dir
+    from promoter.deployments.stack import Interrupted, Stack, StackError, StackOptions, project_dir
 
     options = StackOptions(
         config=config_path(config).resolve(),

@@ -25,10 +25,10 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Crashed, Scheduled
 
-from promoter.orchestration import MAINTENANCE_FLOWS
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
+    MAINTENANCE_FLOWS,
     STOPPED,
     MissedRequest,
     OpenRequest,

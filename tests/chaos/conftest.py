@@ -13,7 +13,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from promoter.launcher import start_child
+from promoter.deployments.launcher import start_child
 from promoter.qrs.client import QrsClient
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox

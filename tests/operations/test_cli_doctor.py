@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from promoter.cli import app
+from promoter.deployments.stack import free_port
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.serving import ServerThread, tcp_listener
 from promoter.sandbox.smtp import SmtpSandbox
 from promoter.settings import Settings, WebhookSettings, write_settings
-from promoter.stack import free_port
 from promoter.webhook.app import create_app
 from tests.fixtures.deployments import Registration
 

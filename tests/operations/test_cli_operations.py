@@ -14,10 +14,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from promoter.cli import app
+from promoter.deployments.stack import free_port
 from promoter.ledger import Ledger
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, write_settings
-from promoter.stack import free_port
 from tests.fixtures.deployments import Registration
 
 RUN_URL = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")

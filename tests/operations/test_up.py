@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from promoter.cli import app
-from promoter.launcher import python_command, start_child, wait_for
-from promoter.orchestration import with_prefect
+from promoter.deployments.launcher import python_command, start_child, wait_for
+from promoter.deployments.orchestration import with_prefect
+from promoter.deployments.stack import free_port
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, WebhookSettings, write_settings
-from promoter.stack import free_port
 from tests.fixtures.deployments import Registration, child_environment, cli_command
 
 if TYPE_CHECKING:

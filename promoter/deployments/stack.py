@@ -1,7 +1,7 @@
 """`qs-promoter up`: the Prefect server, work pool, deployments, zombie-run automation, worker and webhook.
 
 ``Stack.start()`` starts what is missing, in order, each as a child process in its own process
-group (``promoter.launcher``), and waits until each answers; ``Stack.stop()`` stops what it
+group (``promoter.deployments.launcher``), and waits until each answers; ``Stack.stop()`` stops what it
 started, the worker first. Deployments are registered by running ``prefect --no-prompt deploy
 --all`` on ``prefect.yaml``: the same file an admin deploys by hand, so the names, schedules and
 concurrency limits cannot drift apart. Prefect is imported only inside the functions that talk
@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 
 import promoter
-from promoter.errors import PromoterError
-from promoter.launcher import (
+from promoter.deployments.launcher import (
     Child,
     python_command,
     restore_interrupt,
@@ -33,7 +32,7 @@ from promoter.launcher import (
     start_child,
     wait_for,
 )
-from promoter.orchestration import (
+from promoter.deployments.orchestration import (
     HEARTBEAT_SECONDS,
     ZOMBIE_AFTER,
     ZOMBIE_AUTOMATION,
@@ -47,6 +46,7 @@ from promoter.orchestration import (
     with_prefect,
     worker_seen,
 )
+from promoter.errors import PromoterError
 from promoter.settings import Settings
 
 if TYPE_CHECKING:

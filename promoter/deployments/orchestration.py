@@ -1,6 +1,6 @@
 """The Prefect API calls that set up and tidy an installation: work pool, deployments, automation, runs.
 
-Used by `up` (``promoter.stack``), `doctor`, `promote`/`rollback` and the demo. Each call takes a
+Used by `up` (``promoter.deployments.stack``), `doctor`, `promote`/`rollback` and the demo. Each call takes a
 ``PrefectClient``; ``with_prefect()`` makes one for a given API URL. Prefect is imported inside
 the functions, so the core and the CLI's start stay free of it.
 """
@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
+from promoter.reconcile import MAINTENANCE_FLOWS
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
@@ -22,7 +24,6 @@ ZOMBIE_AUTOMATION = "qs-promoter-crash-zombie-flow-runs"
 # Our worker's flow runs send a heartbeat this often; a run silent for ZOMBIE_AFTER is crashed.
 HEARTBEAT_SECONDS = 60
 ZOMBIE_AFTER = timedelta(seconds=5 * HEARTBEAT_SECONDS)
-MAINTENANCE_FLOWS = ("keep-subscriptions", "reconcile")  # safe to cancel: the next tick redoes them
 ACTIVE_STATES = ("RUNNING", "PENDING", "CANCELLING")
 
 

@@ -23,14 +23,14 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
+from promoter.deployments.orchestration import recent_runs, run_states, with_prefect
+from promoter.deployments.stack import Stack, StackOptions, free_port, port_free, project_dir
 from promoter.errors import PromoterError
-from promoter.orchestration import recent_runs, run_states, with_prefect
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
 from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties
 from promoter.settings import PrefectSettings, Settings, SiteSettings, WebhookSettings, write_settings
-from promoter.stack import Stack, StackOptions, free_port, port_free, project_dir
 from promoter.webhook.callbacks import callback_url
 
 T = TypeVar("T")

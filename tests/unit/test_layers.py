@@ -1,0 +1,46 @@
+"""The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`) imports no Prefect, and
+`tasks/` and `flows/` import nothing from `deployments/`, `webhook/` or the CLI above them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "promoter"
+
+
+def modules(folder: Path, prefix: str) -> list[str]:
+    return [f"{prefix}.{path.stem}" for path in sorted(folder.glob("*.py")) if path.stem != "__init__"]
+
+
+def test_the_core_imports_no_prefect() -> None:
+    """Importing every core module, in a fresh interpreter, leaves Prefect unloaded."""
+    core = modules(PACKAGE, "promoter") + modules(PACKAGE / "qrs", "promoter.qrs")
+    script = (
+        "import importlib, sys\n"
+        f"for name in {core!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    if 'prefect' in sys.modules:\n"
+        "        sys.exit(name + ' loads prefect')\n"
+    )
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+
+    assert len(core) > 15
+    assert (done.returncode, done.stderr[-500:]) == (0, "")
+
+
+def test_tasks_and_flows_import_only_downwards() -> None:
+    """No task or flow module imports the deployments, the webhook, the CLI or the sandbox."""
+    above = ("promoter.deployments", "promoter.webhook", "promoter.cli", "promoter.sandbox")
+    upward = []
+    for folder in (PACKAGE / "tasks", PACKAGE / "flows"):
+        for path in folder.glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                upward += [f"{path.name}: {name}" for name in names if name.startswith(above)]
+
+    assert upward == []
