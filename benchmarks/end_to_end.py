@@ -115,10 +115,14 @@ def burst(demo: Demo, count: int) -> dict[str, Any]:
     started = time.perf_counter()
     keys = [approve(demo, app) for app in apps]
     approved_in = time.perf_counter() - started
-    done = wait_promoted(demo, keys)
+    done = sorted(finished - started for finished in wait_promoted(demo, keys).values())
     return {
         "approvals made in s": round(approved_in, 1),
-        "all complete after s": round(max(done.values()) - started, 1),
+        # A run that crashed before it started is only found again by reconcile (every 10
+        # minutes): the last one can be far behind the rest, so the middle and 95 % are shown too.
+        "half complete after s": round(done[(len(done) - 1) // 2], 1),
+        "95 % complete after s": round(done[max(0, -(-len(done) * 95 // 100) - 1)], 1),
+        "all complete after s": round(done[-1], 1),
     }
 
 
