@@ -41,6 +41,7 @@ import httpx  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.client.orchestration import PrefectClient  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId  # noqa: E402
+from prefect.client.schemas.objects import FlowRun  # noqa: E402
 from prefect_server import prefect_server  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 from results import write  # noqa: E402
@@ -140,11 +141,13 @@ async def wait_for(client: httpx.AsyncClient, process: subprocess.Popen[bytes], 
 async def run_changes(api_url: str, deployment_id: UUID, apps: set[str]) -> list[str]:
     """The change_id ("updated:<app id>:<modifiedDate>") of every flow run created for ``apps``."""
     only_this = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
-    found: list[str] = []
+    runs: list[FlowRun] = []
     async with PrefectClient(api=api_url) as prefect:
-        while page := await prefect.read_flow_runs(flow_run_filter=only_this, limit=200, offset=len(found)):
-            found += [run.parameters["change_id"] for run in page]
-    return [change for change in found if change.split(":")[1] in apps]
+        while page := await prefect.read_flow_runs(flow_run_filter=only_this, limit=200, offset=len(runs)):
+            runs += page
+    # The server may hold other runs of the deployment (a shared test server): only ours count.
+    changes = [str(run.parameters.get("change_id") or "") for run in runs]
+    return [change for change in changes if change.count(":") >= 2 and change.split(":")[1] in apps]
 
 
 def newest_changes(bodies: list[dict[str, object]]) -> set[str]:

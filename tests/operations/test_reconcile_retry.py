@@ -210,7 +210,9 @@ async def test_runs_a_lost_worker_left_pending_give_their_slots_back(
         keeper = await client.read_deployment_by_name("keep-subscriptions/qs-promoter")
         lost = await client.create_flow_run_from_deployment(change.id, parameters=parameters)
         lost_keeper = await client.create_flow_run_from_deployment(keeper.id)
-        fresh = await client.create_flow_run_from_deployment(change.id, parameters={"app_id": str(uuid4())})
+        fresh_app = str(uuid4())
+        fresh_parameters = {"app_id": fresh_app, "trigger": "updated", "change_id": f"updated:{fresh_app}:t"}
+        fresh = await client.create_flow_run_from_deployment(change.id, parameters=fresh_parameters)
         for run in (lost, lost_keeper):
             await client.set_flow_run_state(run.id, Pending(), force=True)
         await asyncio.sleep(6.0)
