@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
@@ -19,11 +20,12 @@ from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import SmtpSandbox
 from promoter.settings import Settings
-from tests.fixtures.stack import LiveStack, live_stack, run
+from tests.fixtures.stack import LiveStack, descendants, live_stack, run
 
 __all__ = ["Chaos", "run"]
 
 
+@dataclass
 class Chaos(LiveStack):
     """The running world and the stack; the faults that need process control."""
 
@@ -47,9 +49,12 @@ class Chaos(LiveStack):
             time.sleep(0.25)
         raise TimeoutError(f"the Prefect server did not come back:\n{child.log_tail()}")
 
+    orphans: set[int] = field(default_factory=set)  # flow processes of the killed worker
+
     def kill_worker(self) -> None:
         """kill -9 of the worker process alone (its flow-run processes are orphaned, as on a real crash)."""
         worker = self.child("worker")
+        self.orphans |= descendants(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
         worker.process.wait(10)
         self.stack.children.remove(worker)
@@ -89,4 +94,10 @@ def chaos(
         monkeypatch=monkeypatch,
     ) as world:
         world.world.target_streams["prod"]["Review"] = run(review_stream(world.settings, "prod"))
-        yield world
+        try:
+            yield world
+        finally:
+            # An orphaned flow process can hang at exit for good (RELIABILITY.md); none outlives the test.
+            for pid in world.orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ from promoter.deployments.stack import free_port
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, WebhookSettings, write_settings
 from tests.fixtures.deployments import Registration, child_environment, cli_command
+from tests.fixtures.stack import descendants
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -133,26 +134,6 @@ def settings_webhook_url(config: Path) -> str:
     from promoter.settings import load_settings
 
     return load_settings(config).webhook.public_base_url
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc): children, grandchildren ..."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def alive(pid: int) -> bool:
