@@ -29,4 +29,5 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.s3",
     "tests.fixtures.deployments",
+    "tests.fixtures.stack",
 ]

@@ -16,11 +16,8 @@ import pytest
 
 from promoter.deployments.launcher import start_child
 from promoter.qrs.client import QrsClient
-from promoter.sandbox.s3 import S3Sandbox
-from promoter.sandbox.server import Sandbox
-from promoter.sandbox.smtp import SmtpSandbox
 from promoter.settings import Settings
-from tests.fixtures.stack import LiveStack, descendants, live_stack, run
+from tests.fixtures.stack import LiveStack, StartStack, descendants, run
 
 __all__ = ["Chaos", "run"]
 
@@ -74,25 +71,10 @@ async def review_stream(settings: Settings, site: str) -> UUID:
 
 
 @pytest.fixture
-def chaos(
-    sandbox: Sandbox,
-    sandbox_settings: Settings,
-    smtp_server: SmtpSandbox,
-    s3_server: S3Sandbox,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Chaos]:
+def chaos(start_stack: StartStack) -> Iterator[Chaos]:
     """dev/test/prod, SMTP, S3 (versioned bucket) and the stack: Prefect server, deployments, worker,
     webhook, keep-subscriptions; everything stopped and the database dropped afterwards."""
-    with live_stack(
-        Chaos,
-        sandbox=sandbox,
-        settings=sandbox_settings,
-        smtp=smtp_server,
-        s3=s3_server,
-        root=tmp_path,
-        monkeypatch=monkeypatch,
-    ) as world:
+    with start_stack(Chaos) as world:
         world.world.target_streams["prod"]["Review"] = run(review_stream(world.settings, "prod"))
         try:
             yield world

@@ -16,15 +16,12 @@ import pytest
 
 from promoter.approval import approval_key
 from promoter.ledger import Ledger
-from promoter.sandbox.s3 import S3Sandbox
-from promoter.sandbox.server import Sandbox
-from promoter.sandbox.smtp import SmtpSandbox
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
-from promoter.settings import PrefectSettings, Settings
+from promoter.settings import PrefectSettings
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.fixtures.postgres import postgres_url, throwaway_database
-from tests.fixtures.stack import LiveStack, live_stack, run
+from tests.fixtures.stack import LiveStack, StartStack, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, IN_PROCESS_FLOWS]
 
@@ -36,25 +33,14 @@ SUBMITTING = re.compile(r"Worker '([^']+)' submitting flow run '([0-9a-f-]{36})'
 
 @pytest.fixture
 def two_workers(
-    sandbox: Sandbox,
-    sandbox_settings: Settings,
-    smtp_server: SmtpSandbox,
-    s3_server: S3Sandbox,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    start_stack: StartStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LiveStack]:
     # The share both machines mount for results (an SMB or NFS path in production).
     monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "shared-results"))
     with throwaway_database("qsp_ledger") as ledger_database:
         assert ledger_database is not None, "PostgreSQL at 127.0.0.1:5432 does not answer"
-        with live_stack(
+        with start_stack(
             LiveStack,
-            sandbox=sandbox,
-            settings=sandbox_settings,
-            smtp=smtp_server,
-            s3=s3_server,
-            root=tmp_path,
-            monkeypatch=monkeypatch,
             postgres_required=True,
             ledger_url=postgres_url(ledger_database),
             prefect=PrefectSettings(site_concurrency=8, worker_limit=RUNS_PER_WORKER),
