@@ -52,7 +52,7 @@ def wait_promoted(demo: Demo, keys: list[str]) -> dict[str, float]:
     assert demo.settings is not None
     done: dict[str, float] = {}
     deadline = time.monotonic() + DEADLINE
-    with Ledger(demo.settings.ledger_url) as ledger:
+    with Ledger(demo.settings.ledger_url.get_secret_value()) as ledger:
         while len(done) < len(keys):
             for key in keys:
                 if key not in done:

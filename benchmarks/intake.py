@@ -7,9 +7,11 @@ A sandbox source site (in this process), a temporary Prefect server and the webh
 process, started like `qs-promoter webhook serve`, with the relevance pre-check) run on loopback.
 
 Phase 1: ``--notifications`` app-update notifications for ``--apps`` apps that carry an approval,
-each app changed ``--changes-per-app`` times (the rest are duplicates, as QRS's overlapping
-subscriptions send). Reported: ack latency percentiles seen by the senders, ack throughput, the
-time until the outbox is empty, flow runs created (must equal the distinct changes) and lost.
+each app said to be changed ``--changes-per-app`` times (the rest are duplicates, as QRS's
+overlapping subscriptions send). Reported: ack latency percentiles seen by the senders, ack
+throughput, the time until the outbox is empty, flow runs created and lost. The webhook keys a
+run by the app's modifiedDate as QRS reports it, never by what a notification says, and the apps
+do not change in QRS meanwhile: one run per app is right, and an app without one is lost.
 
 Phase 2: ``--irrelevant`` updates of apps without any promotion property (most of a busy site's
 traffic): the webhook's CPU seconds for them and the flow runs they caused (goal: none).
@@ -22,11 +24,13 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from uuid import UUID
 
@@ -46,13 +50,13 @@ from prefect_server import prefect_server  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 from results import write  # noqa: E402
 
-from promoter.sandbox.repository import Actor  # noqa: E402
+from promoter.sandbox.repository import Actor, Repository  # noqa: E402
 from promoter.sandbox.seed import seed_app  # noqa: E402
 from promoter.sandbox.server import Sandbox  # noqa: E402
 from promoter.sandbox.serving import tcp_listener  # noqa: E402
 from promoter.settings import Settings, SiteSettings, WebhookSettings, write_settings  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdef"
+SECRET = "bench-secret-0123456789abcdefghi"
 REP = Actor("ACME", "rep")
 
 
@@ -123,23 +127,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_for(client: httpx.AsyncClient, process: subprocess.Popen[bytes], drained: bool) -> None:
+async def wait_for(
+    client: httpx.AsyncClient, process: subprocess.Popen[bytes], drained_outbox: Path | None = None
+) -> None:
+    """Until the webhook answers /healthz, and (with ``drained_outbox``) nothing waits in that outbox.
+
+    The outbox file is read, not /healthz's outbox_depth: the webhook reuses a health answer for a
+    second, which would end the wait before the last notifications were counted.
+    """
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"webhook exited with {process.returncode}")
         try:
-            health = (await client.get("/healthz")).json()
-            if not drained or not health["outbox_depth"]:
+            (await client.get("/healthz")).raise_for_status()
+            if drained_outbox is None or not waiting_in(drained_outbox):
                 return
-        except httpx.TransportError:
+        except httpx.HTTPError:
             pass
         await asyncio.sleep(0.1)
     raise SystemExit("the webhook did not get there within 600 s")
 
 
+def waiting_in(outbox: Path) -> int:
+    """Notifications in the webhook's outbox that have no flow run yet."""
+    with closing(sqlite3.connect(f"file:{outbox.as_posix()}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox WHERE flow_run_id IS NULL").fetchone()[0])
+
+
 async def run_changes(api_url: str, deployment_id: UUID, apps: set[str]) -> list[str]:
-    """The change_id ("updated:<app id>:<modifiedDate>") of every flow run created for ``apps``."""
+    """The change_id ("updated:<app id>:<QRS modifiedDate>") of every flow run created for ``apps``."""
     only_this = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
     runs: list[FlowRun] = []
     async with PrefectClient(api=api_url) as prefect:
@@ -150,12 +167,9 @@ async def run_changes(api_url: str, deployment_id: UUID, apps: set[str]) -> list
     return [change for change in changes if change.count(":") >= 2 and change.split(":")[1] in apps]
 
 
-def newest_changes(bodies: list[dict[str, object]]) -> set[str]:
-    """For each app, its newest change: what must reach a flow run (older ones may be folded into it)."""
-    newest: dict[object, str] = {}
-    for body in bodies:
-        newest[body["objectID"]] = max(newest.get(body["objectID"], ""), str(body["modifiedDate"]))
-    return {f"updated:{app}:{modified}" for app, modified in newest.items()}
+def expected_changes(repository: Repository, apps: list[str]) -> set[str]:
+    """For each app, the change_id its one flow run must have: the app's modifiedDate in QRS."""
+    return {f"updated:{app}:{repository.get('app', app)['modifiedDate']}" for app in apps}
 
 
 def pct(values: list[float]) -> dict[str, float]:
@@ -172,16 +186,18 @@ async def measure(
     deployment_id: UUID,
     relevant: list[str],
     plain: list[str],
+    expected: set[str],
+    outbox: Path,
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        await wait_for(client, process, drained=False)
+        await wait_for(client, process)
         bodies = workload(relevant, args.notifications, args.changes_per_app)
         distinct = {(b["objectID"], b["modifiedDate"]) for b in bodies}
         started = time.perf_counter()
         latencies = await send_all("127.0.0.1", port, bodies, args.senders)
         acked_in = time.perf_counter() - started
-        await wait_for(client, process, drained=True)
+        await wait_for(client, process, outbox)
         drained_in = time.perf_counter() - started
         runs = await run_changes(api_url, deployment_id, set(relevant))
         rows.append(
@@ -195,7 +211,7 @@ async def measure(
                 "distinct changes": len(distinct),
                 "flow runs": len(runs),
                 "duplicate runs": len(runs) - len(set(runs)),
-                "lost": len(newest_changes(bodies) - set(runs)),
+                "lost": len(expected - set(runs)),
             }
         )
 
@@ -204,7 +220,7 @@ async def measure(
         senders = min(args.senders, 50)
         started = time.perf_counter()
         latencies = await send_all("127.0.0.1", port, bodies, senders)
-        await wait_for(client, process, drained=True)
+        await wait_for(client, process, outbox)
         drained_in = time.perf_counter() - started
         runs = await run_changes(api_url, deployment_id, set(plain))
         rows.append(
@@ -259,7 +275,11 @@ def main() -> None:
         command = [exe, "webhook", "serve", "--config", str(config), "--log-level", "warning"]
         process = subprocess.Popen(command, env=env, cwd=folder)
         try:
-            rows = asyncio.run(measure(args, port, process, api_url, deployment_id, relevant, plain))
+            expected = expected_changes(dev.repository, relevant)
+            outbox = settings.webhook.outbox_path
+            rows = asyncio.run(
+                measure(args, port, process, api_url, deployment_id, relevant, plain, expected, outbox)
+            )
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -19,6 +19,13 @@ Refinements, each one can only turn a promotion into "reported, nothing done": a
 both "approve" and "den", or a negated approval ("Disapprove", "not approved"), is unclear; a site
 listed with both modes is left out; PromoteOnReload wins over PromotionApproval whatever their
 order (the original's outcome depended on the order QRS listed them).
+
+Who asked: the user who set the deciding value (the PromotionApproval value that reads as Approve
+or Deny, or PromoteOnReload True; the last one set if several), from that value's own
+modifiedByUserName, never the app's last modifier. The targets are theirs only as they stood when
+they set it: a PromoteToServer or PromoteToStream value someone else changed later makes the
+request outdated (nothing is promoted until the deciding value is set again). Whether that user
+may ask at all is promoter.authorization's question, asked by the flow.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+from promoter.authorization import RequestKind, changed_after, set_last, setter
 from promoter.qrs.models import App, CustomPropertyValue, Stream, format_qrs_time
 from promoter.settings import Settings
 
@@ -41,6 +49,8 @@ Verdict = Literal["approve", "deny", "none", "unclear"]
 _SHOWN = 60
 _NEGATED_APPROVAL = re.compile(r"(dis|un|non|not)[\s_-]*approv")
 _KEY_LIMIT = 200
+# Late target values named in a reason, at most; the rest are counted.
+_LATE_SHOWN = 3
 
 
 class Action(StrEnum):
@@ -51,6 +61,7 @@ class Action(StrEnum):
     UNTAG = "untag"
     PROMOTE_ON_RELOAD = "promote_on_reload"
     ALERT_PUBLISH = "alert_publish"
+    OUTDATED = "outdated"  # targets changed after the deciding value: the owner is told, nothing moves
 
 
 class Mode(StrEnum):
@@ -83,10 +94,16 @@ class Decision:
     notify: bool = False  # the approval/denial/results emails apply (email is enabled)
     approver: str | None = None  # who set the deciding property, as DIRECTORY\userid
     problems: tuple[str, ...] = ()  # reported, not fatal
+    request: RequestKind | None = None  # what the deciding value asks for
 
     @property
     def promotes(self) -> bool:
         return self.action in (Action.PROMOTE, Action.PROMOTE_ON_RELOAD)
+
+    @property
+    def needs_authorization(self) -> bool:
+        """True when acting changes a site on the approver's say-so: who asked must be allowed."""
+        return self.action in (Action.PROMOTE, Action.DENY, Action.TAG_FOR_RELOAD, Action.PROMOTE_ON_RELOAD)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -107,8 +124,9 @@ class _Request:
     version_asked: bool
     unpublish_asked: bool
     reload_asked: bool
-    approver: str | None
-    reload_setter: str | None
+    approval: CustomPropertyValue | None  # the value that reads as the verdict (set last)
+    reload: CustomPropertyValue | None  # the PromoteOnReload True value (set last)
+    target_values: tuple[CustomPropertyValue, ...]  # PromoteToServer and PromoteToStream values
     problems: tuple[str, ...]
 
 
@@ -121,8 +139,11 @@ def _values(app: App, name: str) -> list[CustomPropertyValue]:
     return app.custom_property_values(name)
 
 
-def _verdict(values: list[CustomPropertyValue], name: str, problems: list[str]) -> Verdict:
-    verdicts: set[Literal["approve", "deny"]] = set()
+def _verdict(
+    values: list[CustomPropertyValue], name: str, problems: list[str]
+) -> tuple[Verdict, CustomPropertyValue | None]:
+    """The verdict the values give, and the value that gives it (set last, if several do)."""
+    readings: dict[Literal["approve", "deny"], list[CustomPropertyValue]] = {}
     for value in values:
         text = value.value.casefold()
         if "approve" in text and "den" in text:
@@ -130,17 +151,32 @@ def _verdict(values: list[CustomPropertyValue], name: str, problems: list[str]) 
         elif "approve" in text and _NEGATED_APPROVAL.search(text):
             problems.append(f"{name} value {show(value.value)} reads as a refusal of approval; ignored")
         elif "approve" in text:
-            verdicts.add("approve")
+            readings.setdefault("approve", []).append(value)
         elif "den" in text:
-            verdicts.add("deny")
+            readings.setdefault("deny", []).append(value)
         else:
             problems.append(f"{name} value {show(value.value)} is neither Approve nor Deny; ignored")
-    if len(verdicts) > 1:
+    if len(readings) > 1:
         problems.append(f"{name} holds both Approve and Deny; nothing is done until one is removed")
-        return "unclear"
-    if verdicts:
-        return verdicts.pop()
-    return "unclear" if values else "none"
+        return "unclear", None
+    if readings:
+        verdict, deciding = readings.popitem()
+        return verdict, set_last(deciding)
+    return ("unclear" if values else "none"), None
+
+
+def _outdated_reason(late: list[CustomPropertyValue], deciding: CustomPropertyValue, name: str) -> str:
+    shown = [
+        f"{v.definition.name} {show(v.value)} by {v.modified_by_user_name or 'an unknown user'}"
+        for v in late[:_LATE_SHOWN]
+    ]
+    if len(late) > _LATE_SHOWN:
+        shown.append(f"{len(late) - _LATE_SHOWN} more")
+    who = deciding.modified_by_user_name or "an unknown user"
+    return (
+        f"the targets changed after {who} set {name} ({', '.join(shown)}); nothing is promoted"
+        f" until {name} is set again"
+    )
 
 
 def _targets(
@@ -189,20 +225,10 @@ def _streams(values: list[str], name: str, problems: list[str]) -> tuple[str, ..
     return tuple(seen.values())
 
 
-def _setter(values: list[CustomPropertyValue], app: App) -> str | None:
-    # The value's own modifiedByUserName names who set it; the app's is overwritten by any
-    # later change (ours included), so it is only the fallback.
-    for value in values:
-        if value.modified_by_user_name:
-            return value.modified_by_user_name
-    return app.modified_by_user_name
-
-
 def _read_request(app: App, settings: Settings) -> _Request:
     names = settings.properties
     problems: list[str] = []
-    approval = _values(app, names.promotion_approval)
-    verdict = _verdict(approval, names.promotion_approval, problems)
+    verdict, approval = _verdict(_values(app, names.promotion_approval), names.promotion_approval, problems)
     streams = _streams(app.custom_values(names.promote_to_stream), names.promote_to_stream, problems)
     server_values = app.custom_values(names.promote_to_server)
     targets = _targets(server_values, streams, settings, problems)
@@ -212,8 +238,8 @@ def _read_request(app: App, settings: Settings) -> _Request:
         problems.append(f"{names.promotion_s3_versioning} must be True to version the app")
     if version_asked and not settings.versioning.enabled:
         problems.append(f"{names.promotion_s3_versioning} is set but S3 versioning is disabled")
-    reload_values = _values(app, names.promote_on_reload)
-    reload_asked = any(v.value.strip().casefold() == "true" for v in reload_values)
+    reload_values = [v for v in _values(app, names.promote_on_reload) if v.value.strip().casefold() == "true"]
+    reload_asked = bool(reload_values)
     if reload_asked and not settings.promote_on_reload.enabled:
         problems.append(f"{names.promote_on_reload} is set but promote-on-reload is disabled")
     return _Request(
@@ -223,8 +249,9 @@ def _read_request(app: App, settings: Settings) -> _Request:
         version_asked=version_asked,
         unpublish_asked=any("true" in v.casefold() for v in app.custom_values(names.promotion_unpublish)),
         reload_asked=reload_asked,
-        approver=_setter(approval, app),
-        reload_setter=_setter(reload_values, app),
+        approval=approval,
+        reload=set_last(reload_values) if reload_values else None,
+        target_values=(*_values(app, names.promote_to_server), *_values(app, names.promote_to_stream)),
         problems=tuple(problems),
     )
 
@@ -250,10 +277,22 @@ def _reload_path(request: _Request, trigger: Trigger, tagged: bool, settings: Se
     problems = request.problems
     if request.verdict != "none":
         problems += (f"{names.promotion_approval} is ignored while {names.promote_on_reload} is True",)
-    base = Decision(Action.IGNORE, "", trigger, approver=request.reload_setter, problems=problems)
+    base = Decision(
+        Action.IGNORE,
+        "",
+        trigger,
+        approver=setter(request.reload),
+        problems=problems,
+        request="promotion on reload",
+    )
     missing = _missing(request, settings)
     if missing is not None:
         return _with(base, reason=f"{names.promote_on_reload} is True but {missing}; not promoted on reload")
+    assert request.reload is not None  # reload_asked
+    late = changed_after(request.reload, request.target_values)
+    if late:
+        reason = _outdated_reason(late, request.reload, names.promote_on_reload)
+        return _with(base, action=Action.OUTDATED, reason=reason, notify=settings.email.enabled)
     if trigger == "reloaded":
         return _with(
             base,
@@ -276,7 +315,10 @@ def _reload_path(request: _Request, trigger: Trigger, tagged: bool, settings: Se
 
 def _approval_path(request: _Request, trigger: Trigger, settings: Settings) -> Decision:
     names = settings.properties
-    base = Decision(Action.IGNORE, "", trigger, approver=request.approver, problems=request.problems)
+    kind: RequestKind = "denial" if request.verdict == "deny" else "approval"
+    base = Decision(
+        Action.IGNORE, "", trigger, approver=setter(request.approval), problems=request.problems, request=kind
+    )
     if request.verdict == "none":
         return _with(base, reason=f"{names.promotion_approval} has no value")
     if request.verdict == "unclear":
@@ -297,6 +339,11 @@ def _approval_path(request: _Request, trigger: Trigger, settings: Settings) -> D
     missing = _missing(request, settings)
     if missing is not None:
         return _with(base, reason=f"approved, but {missing}; nothing done")
+    assert request.approval is not None  # the verdict is approve
+    late = changed_after(request.approval, request.target_values)
+    if late:
+        reason = _outdated_reason(late, request.approval, names.promotion_approval)
+        return _with(base, action=Action.OUTDATED, reason=reason, notify=settings.email.enabled)
     sites = ", ".join(f"{t.site} ({t.mode.value})" for t in request.targets)
     return _with(
         base,
@@ -400,11 +447,22 @@ def approval_key(app: App, settings: Settings, trigger: Trigger = "updated") -> 
     return key
 
 
+def notice_key(app: App, decision: Decision, request_key: str, settings: Settings) -> str:
+    """The key a refusal or an outdated request is emailed under (each key is emailed once).
+
+    A request's own key, except for promotion on reload: that request stands until its properties
+    change, so it is told about once per setting of them, not on every reload.
+    """
+    if decision.request != "promotion on reload":
+        return request_key
+    return f"on-reload:{app.id}:{_state_digest(app, settings, with_tag=False)}"
+
+
 def _time(value: datetime | None) -> str:
     return format_qrs_time(value) if value is not None else "none"
 
 
-def _state_digest(app: App, settings: Settings) -> str:
+def _state_digest(app: App, settings: Settings, *, with_tag: bool = True) -> str:
     """A digest of the promotion properties' values and the tag, for requests without an approval."""
     names = settings.properties
     ours = {*names.promotion_properties(), names.promote_on_reload}
@@ -413,5 +471,5 @@ def _state_digest(app: App, settings: Settings) -> str:
         for cp in app.custom_properties
         if cp.definition.name in ours
     )
-    text = "\n".join([*parts, f"tagged={app.has_tag(names.reload_tag)}"])
+    text = "\n".join([*parts, f"tagged={app.has_tag(names.reload_tag)}" if with_tag else ""])
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -6,12 +6,15 @@ Excel, where admins also open the file, needs the BOM to show non-ASCII app name
 
 App names, streams and errors are user input and the file is opened in spreadsheets, so a cell
 that starts with = + - @ (or a tab or carriage return) is prefixed with a single quote: it is
-shown as text and never evaluated as a formula (OWASP "CSV injection").
+shown as text and never evaluated as a formula (OWASP "CSV injection"). Spreadsheets also trim
+leading spaces and line breaks and may read the full-width ＝ ＋ － ＠ as the ASCII signs, so those
+count as formula starts too.
 """
 
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +45,8 @@ COLUMNS = (
     "BackupKeys",
     "EmailsSent",
 )
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_SIGNS = ("=", "+", "-", "@")
+_CONTROL_STARTS = ("\t", "\r")
 # Several values in one cell: the dashboard splits them with SubField(field, '; ').
 _JOIN = "; "
 
@@ -50,7 +54,21 @@ _JOIN = "; "
 def safe_cell(value: object) -> str:
     """One value as a CSV cell that a spreadsheet will not evaluate."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return "'" + text if looks_like_formula(text) else text
+
+
+def looks_like_formula(text: str) -> bool:
+    """True when a spreadsheet may evaluate the cell: a tab or CR first, or = + - @ as the first visible
+    character, also behind spaces, line breaks or invisible characters, and in full-width or small form."""
+    if text.startswith(_CONTROL_STARTS):
+        return True
+    first = next((ch for ch in text if not _invisible(ch)), "")
+    # NFKC folds the compatibility forms (＝ U+FF1D, ﹦ U+FE66, ...) onto the ASCII signs.
+    return unicodedata.normalize("NFKC", first).startswith(_FORMULA_SIGNS)
+
+
+def _invisible(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")  # Cf: zero-width space, BOM ...
 
 
 def _iso(value: datetime | None) -> str:

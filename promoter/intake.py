@@ -15,15 +15,26 @@ from promoter.qrs.models import Change
 _CHANGES = TypeAdapter(list[Change])
 
 
-def parse_changes(body: bytes) -> list[Change]:
-    """The changes in one notification body; IntakeError with a short reason for anything else."""
+class TooManyChanges(IntakeError):
+    """The body is well formed but carries more changes than one notification may."""
+
+
+def parse_changes(body: bytes, *, max_changes: int | None = None) -> list[Change]:
+    """The changes in one notification body; IntakeError with a short reason for anything else.
+
+    More than ``max_changes`` entries is TooManyChanges: each change may cost a QRS read and a
+    flow run, so one body must not be able to ask for thousands.
+    """
     if not body.strip():
         raise IntakeError("empty body: expected a JSON array of changes")
     try:
         # strict: "2" or 2.0 or true is not a changeType; QRS sends a JSON number.
-        return _CHANGES.validate_json(body, strict=True)
+        changes = _CHANGES.validate_json(body, strict=True)
     except ValidationError as exc:
         raise IntakeError(_describe(exc)) from None
+    if max_changes is not None and len(changes) > max_changes:
+        raise TooManyChanges(f"{len(changes)} changes in one notification; at most {max_changes} accepted")
+    return changes
 
 
 def _describe(exc: ValidationError) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from promoter.planning import KnownTarget
+from promoter.provenance import UploadSlot, new_upload_secret, upload_token
 
 FAILED = "failed"  # a handled change with this outcome may be claimed again
 _NEVER_STALE = datetime(1753, 1, 1, tzinfo=UTC)
@@ -106,6 +107,15 @@ emails = sa.Table(
     sa.Column("kind", sa.String(64), primary_key=True),
     sa.Column("recipients", sa.JSON, nullable=False),
     sa.Column("claimed_at", UtcDateTime, nullable=False),
+)
+# The secret part of each request's temporary upload name per site, kept before the first upload.
+uploads = sa.Table(
+    "upload_slots",
+    metadata,
+    sa.Column("request_key", sa.String(255), primary_key=True),
+    sa.Column("site", sa.String(255), primary_key=True),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("began_at", UtcDateTime, nullable=False),
 )
 rollbacks = sa.Table(
     "rollbacks",
@@ -401,6 +411,19 @@ class Ledger:
             query = query.where(emails.c.promotion_key == promotion_key)
         rows = self._read(query)
         return [EmailSent(row.promotion_key, row.kind, tuple(row.recipients), row.claimed_at) for row in rows]
+
+    # -- uploads: one temporary name per request and site, secret until the upload exists ------
+
+    def upload_slot(self, request_key: str, site: str) -> UploadSlot:
+        """The request's upload slot on ``site``: made with a fresh secret on first call, the same after.
+
+        The slot is stored before anything is uploaded, so every attempt of the request, however it
+        ends, looks for and adopts the same upload.
+        """
+        row = {"request_key": request_key, "site": site, "secret": new_upload_secret(), "began_at": _now()}
+        self._insert_once(sa.insert(uploads).values(**row))
+        stored = self._read(sa.select(uploads).filter_by(request_key=request_key, site=site))[0]
+        return UploadSlot(upload_token(request_key, site), stored.secret, stored.began_at)
 
     # -- rollbacks -----------------------------------------------------------------------------
 

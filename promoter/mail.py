@@ -2,8 +2,8 @@
 
 Pure code: every function takes plain values and returns an ``email.message.EmailMessage``
 (plain text plus an HTML alternative); ``promoter.mailer.send`` delivers it. App, stream and
-user names are user input, so they go into headers only through ``email.message`` after
-control characters are removed, and into HTML only through ``html.escape``.
+user names are user input: they reach the HTML only through ``html.escape``, and a header only
+through ``promoter.mail_headers``, which writes them as encoded words the email package never parses.
 
 Callers adapt their data to the small frozen dataclasses below:
 
@@ -14,33 +14,32 @@ Callers adapt their data to the small frozen dataclasses below:
   missing_streams, failures, s3_version_id, backup_version_id)`` for the results email.
 
 Every ``render_*`` function takes the keyword arguments ``sender`` (an address, optionally
-``"Name <address>"``) and ``to`` (one or more addresses) and raises ``ValueError`` when one
-of them is not a single valid address; ``is_valid_address`` lets a caller filter first.
+``"Name <address>"``) and ``to`` (``MailAddress`` values, or strings of one address each) and
+raises ``ValueError`` when one of them is not a single valid address. Email attributes and
+approver lists, which may hold several addresses or none, go through
+``promoter.addresses.parse_addresses`` first. An email with no recipient at all has no To header,
+and is not sent.
 """
 
 from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal, NamedTuple
+
+from promoter.addresses import MailAddress, parse_address
+from promoter.mail_headers import AddressField, EncodedText, clip, one_line
 
 # Long app names (QRS allows 255 characters) are cut in the Subject only; the body has them whole.
 SUBJECT_NAME_LIMIT = 100
 PRODUCT = "qs-promoter"
 
-# Characters that end a line for some reader (str.splitlines, mail clients) or reorder text on
-# screen (bidi overrides could make "evil.exe" read as "exe.live"): never shown as they are.
-_LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_ADDR_SPEC = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+")
-_NAMED_ADDRESS = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>")
+_APP_ID = re.compile(r"[A-Za-z0-9-]{1,64}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,11 @@ class SiteResult:
         return not self.failures and bool(self.streams)
 
 
-def render_publish_alert(app: AppSummary, *, sender: str, to: Sequence[str]) -> EmailMessage:
+# What every render_* takes as ``to``: MailAddress values, or strings of exactly one address each.
+Recipients = Sequence[str | MailAddress]
+
+
+def render_publish_alert(app: AppSummary, *, sender: str, to: Recipients) -> EmailMessage:
     """Tell a stream's approvers that an app was published there and waits for their review."""
     body = _Body()
     body.paragraph(
@@ -113,7 +116,7 @@ def render_publish_alert(app: AppSummary, *, sender: str, to: Sequence[str]) -> 
     )
 
 
-def render_approval(app: AppSummary, *, approver: str, sender: str, to: Sequence[str]) -> EmailMessage:
+def render_approval(app: AppSummary, *, approver: str, sender: str, to: Recipients) -> EmailMessage:
     """Tell the owner that their app was approved for promotion."""
     body = _Body()
     body.paragraph(
@@ -125,7 +128,7 @@ def render_approval(app: AppSummary, *, approver: str, sender: str, to: Sequence
 
 
 def render_denial(
-    app: AppSummary, *, approver: str, sender: str, to: Sequence[str], reason: str = ""
+    app: AppSummary, *, approver: str, sender: str, to: Recipients, reason: str = ""
 ) -> EmailMessage:
     """Tell the owner that their app was denied promotion (and why, when the approver said)."""
     body = _Body()
@@ -139,7 +142,7 @@ def render_denial(
 
 
 def render_intended_targets(
-    app: AppSummary, targets: Sequence[IntendedTarget], *, sender: str, to: Sequence[str]
+    app: AppSummary, targets: Sequence[IntendedTarget], *, sender: str, to: Recipients
 ) -> EmailMessage:
     """List the sites, streams and mode (Overwrite/Duplicate) an approval asked for."""
     body = _Body()
@@ -165,7 +168,7 @@ def render_promotion_results(
     results: Sequence[SiteResult],
     *,
     sender: str,
-    to: Sequence[str],
+    to: Recipients,
     s3_key: str | None = None,
     s3_version_id: str | None = None,
 ) -> EmailMessage:
@@ -215,7 +218,7 @@ def render_promotion_results(
 
 
 def render_refused_approval(
-    app: AppSummary, *, approver: str, reason: str, sender: str, to: Sequence[str]
+    app: AppSummary, *, approver: str, reason: str, sender: str, to: Recipients
 ) -> EmailMessage:
     """Tell the approver (and owner) that an approval was not carried out: authorization failed."""
     body = _Body()
@@ -232,30 +235,58 @@ def render_refused_approval(
     return _message(_subject("Approval refused", app), body, sender=sender, to=to, app=app)
 
 
-def render_test_mail(*, sender: str, to: Sequence[str]) -> EmailMessage:
+def render_not_carried_out(
+    app: AppSummary,
+    *,
+    request: Literal["approval", "denial", "promotion on reload"],
+    asked_by: str,
+    reason: str,
+    outdated: bool = False,
+    sender: str,
+    to: Recipients,
+) -> EmailMessage:
+    """Tell the owner (and whoever asked) that a request on their app was not carried out, and what now.
+
+    Either whoever asked may not ask for it (a denial, or a promotion on reload: an approval has
+    ``render_refused_approval``), or, ``outdated``, the targets changed after the approval or
+    PromoteOnReload was set, so it must be given again.
+    """
+    body = _Body()
+    body.paragraph(
+        _fmt(f"The {request} of {{app}} by {{who}} was not carried out.", app=app.name, who=asked_by)
+    )
+    body.paragraph(_fmt("Reason: {reason}", reason=reason))
+    if not outdated:
+        body.paragraph(
+            _fmt(
+                "Nothing was changed. Ask an administrator about CanPromote, CanPromoteFrom"
+                " and CanPromoteGroup."
+            )
+        )
+    elif request == "promotion on reload":
+        body.paragraph(
+            _fmt(
+                "Nothing was promoted. To promote the app on reload to the targets it has now, an approver"
+                " clears PromoteOnReload, saves, and sets it to True again."
+            )
+        )
+    else:
+        body.paragraph(
+            _fmt(
+                "Nothing was promoted. To promote the app to the targets it has now, an approver clears"
+                " PromotionApproval, saves, and sets it to Approve again."
+            )
+        )
+    body.facts(_app_facts(app))
+    verdict = f"{request.capitalize()} {'outdated' if outdated else 'refused'}"
+    return _message(_subject(verdict, app), body, sender=sender, to=to, app=app)
+
+
+def render_test_mail(*, sender: str, to: Recipients) -> EmailMessage:
     """A short message that proves the SMTP settings work (for `doctor` and first setup)."""
     body = _Body()
     body.paragraph(_fmt("This is a test message from qs-promoter: the email settings work."))
     return _message("[qs-promoter] Test message", body, sender=sender, to=to, app=None)
-
-
-def is_valid_address(text: str) -> bool:
-    """True when ``text`` is one address ("a@b.example" or "Name <a@b.example>") safe for a header."""
-    try:
-        _address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks, control and bidi characters replaced, whitespace collapsed."""
-    cleaned = "".join(
-        " " if ch in _LINE_BREAKS or unicodedata.category(ch) == "Cc" else ch
-        for ch in text
-        if ch not in _BIDI_CONTROLS
-    )
-    return " ".join(cleaned.split())
 
 
 class _Line(NamedTuple):
@@ -329,48 +360,48 @@ def _is_web_link(url: str) -> bool:
 
 
 def _subject(verdict: str, app: AppSummary, tail: str = "") -> str:
-    parts = (f"[{PRODUCT}] {verdict}:", f'"{_clip(app.name)}"', _clip(tail))
+    parts = (
+        f"[{PRODUCT}] {verdict}:",
+        f'"{clip(app.name, SUBJECT_NAME_LIMIT)}"',
+        clip(tail, SUBJECT_NAME_LIMIT),
+    )
     return " ".join(part for part in parts if part)
 
 
-def _clip(text: str) -> str:
-    text = one_line(text)
-    return text if len(text) <= SUBJECT_NAME_LIMIT else text[: SUBJECT_NAME_LIMIT - 1] + "…"
-
-
-def _address(text: str) -> Address:
-    """Parse one address strictly: no lists, no control characters, no stray brackets."""
-    if text != one_line(text) or not text:
-        raise ValueError("an email address must be one line of text")
-    match = _NAMED_ADDRESS.fullmatch(text)
-    name, spec = (match["name"].strip().strip('"'), match["addr"].strip()) if match else ("", text)
-    if not _ADDR_SPEC.fullmatch(spec):
-        raise ValueError(f"not an email address: {text[:100]!r}")
-    try:
-        return Address(display_name=name, addr_spec=spec)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"not an email address: {text[:100]!r}") from exc
+def _recipient(entry: str | MailAddress) -> MailAddress:
+    return entry if isinstance(entry, MailAddress) else parse_address(entry)
 
 
 def _message(
-    subject: str, body: _Body, *, sender: str, to: Sequence[str], app: AppSummary | None
+    subject: str, body: _Body, *, sender: str, to: Recipients, app: AppSummary | None
 ) -> EmailMessage:
     if isinstance(to, str):  # a lone string would otherwise be read one character at a time
         to = [to]
-    if not to:
-        raise ValueError("an email needs at least one recipient")
-    from_address = _address(sender)
+    from_address = parse_address(sender)
+    # The same person as owner and approver (or twice in a list) gets one copy.
+    unique: dict[str, MailAddress] = {}
+    for entry in to:
+        address = _recipient(entry)
+        unique.setdefault(address.addr_spec.lower(), address)
+    to_addresses = tuple(unique.values())
     message = EmailMessage(policy=policy.SMTP)
-    message["Subject"] = one_line(subject)
-    message["From"] = from_address
-    message["To"] = tuple(_address(address) for address in to)
+    _set(message, EncodedText("Subject", one_line(subject)))
+    _set(message, AddressField("From", (from_address,)))
+    if to_addresses:  # none: send_email skips the email with a warning; rendering it is no error
+        _set(message, AddressField("To", to_addresses))
     message["Date"] = formatdate(localtime=True)
     # Naming the domain avoids make_msgid's socket.getfqdn(), a DNS lookup that can hang.
-    message["Message-ID"] = make_msgid(domain=from_address.domain or "qs-promoter.invalid")
+    message["Message-ID"] = make_msgid(domain=from_address.addr_spec.partition("@")[2])
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office robots must not answer
-    if app is not None:
-        message["X-Qlik-App-Id"] = one_line(app.app_id)[:64]
+    if app is not None and _APP_ID.fullmatch(app.app_id):  # QRS ids are GUIDs: nothing else is written
+        message["X-Qlik-App-Id"] = app.app_id
     text, document = body.render()
     message.set_content(text, charset="utf-8")
     message.add_alternative(document, subtype="html", charset="utf-8")
     return message
+
+
+def _set(message: EmailMessage, field: EncodedText | AddressField) -> None:
+    # Stored under its own name, the email package keeps the object and calls its fold() to write
+    # it; under any other name it would parse the text, which is exactly what must not happen.
+    message[field.name] = field

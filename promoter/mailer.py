@@ -14,16 +14,24 @@ import ssl
 from email.message import EmailMessage
 
 from promoter.errors import MailError
+from promoter.mail_headers import recipients
 from promoter.settings import EmailSettings
 
 log = logging.getLogger(__name__)
 
 
 def send(message: EmailMessage, settings: EmailSettings) -> None:
-    """Deliver one message to the recipients in its To/Cc/Bcc headers; a no-op when email is disabled."""
+    """Deliver one message to the addresses in its To and Cc headers; a no-op when email is disabled.
+
+    The envelope names exactly ``mail_headers.recipients(message)``, the addresses the ledger records, and
+    not what smtplib would read again from the header text.
+    """
     if not settings.enabled:
         log.debug("email disabled; not sending %r", message["Subject"])
         return
+    if not recipients(message):
+        server = f"{settings.smtp_host}:{settings.smtp_port}"
+        raise MailError(server, "send", "the message has no recipient address")
     _converse(settings, message)
 
 
@@ -68,7 +76,7 @@ def _converse(settings: EmailSettings, message: EmailMessage | None) -> None:
                 smtp.noop()
                 return
             step = "send"
-            refused = smtp.send_message(message)
+            refused = smtp.send_message(message, to_addrs=recipients(message))
         if refused:
             # The others got it: raising would make a retry send it to them twice.
             log.warning("%s refused some recipients of %r: %s", server, message["Subject"], sorted(refused))

@@ -9,7 +9,9 @@ from uuid import UUID
 
 from promoter import mail
 from promoter.approval import Target
+from promoter.authorization import RequestKind
 from promoter.ledger import Backup, SiteResult
+from promoter.mail_headers import one_line
 from promoter.planning import KnownTarget
 from promoter.qrs.models import NULL_ID
 
@@ -125,11 +127,22 @@ def markdown_text(text: str) -> str:
     return " ".join(text.split()).translate(_MARKDOWN_SPECIAL)
 
 
-def summary_markdown(app_name: str, approver: str | None, reason: str, outcomes: list[SiteOutcome]) -> str:
+def asked_by(request: RequestKind | None) -> str:
+    """How the person behind a request is introduced in the run list and the artifact."""
+    return {
+        "denial": "denied by",
+        "promotion on reload": "set to promote on reload by",
+        "manual run": "requested by",
+    }.get(request or "approval", "approved by")
+
+
+def summary_markdown(
+    app_name: str, approver: str | None, reason: str, outcomes: list[SiteOutcome], *, by: str = "approved by"
+) -> str:
     lines = [
         f"### {markdown_text(app_name)}",
         "",
-        f"* approved by: {markdown_text(approver or 'manual run')}",
+        f"* {by}: {markdown_text(approver or 'unknown')}",
     ]
     lines.append(f"* decision: {markdown_text(reason)}")
     for outcome in outcomes:
@@ -139,7 +152,7 @@ def summary_markdown(app_name: str, approver: str | None, reason: str, outcomes:
     return "\n".join(lines)
 
 
-def run_name(verb: str, app_name: str, approver: str | None) -> str:
+def run_name(verb: str, app_name: str, approver: str | None, *, by: str = "approved by") -> str:
     """ "promote 'Sales' (approved by ACME\\jane)": what the flow-run list in the UI shows."""
-    name = mail.one_line(app_name)[:80]
-    return f"{verb} '{name}'" + (f" (approved by {mail.one_line(approver)})" if approver else "")
+    name = one_line(app_name)[:80]
+    return f"{verb} '{name}'" + (f" ({by} {one_line(approver)[:120]})" if approver else "")

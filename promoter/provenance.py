@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from promoter.mail import one_line
+from promoter.mail_headers import one_line
 from promoter.qrs.models import format_qrs_time
 
 # QRS limits: App.name 255 characters, App.description 512 characters (OpenAPI 38.22.0).
@@ -37,15 +39,39 @@ def describe(provenance: Provenance) -> str:
     return text[:DESCRIPTION_LIMIT]
 
 
-def upload_name(app_name: str, token: str) -> str:
-    """A name no other app has, so a repeated upload can be recognised and adopted, not doubled.
+# The temporary name's mark; tools that look for our uploads (the sweep, the chaos suite) match it.
+UPLOAD_MARK = "[qs-promoter "
+# "<name> [qs-promoter <token>-<secret>]", the token captured; names from before the secret
+# ("<token>" alone) still match, so their leftovers are still swept.
+UPLOAD_SUFFIX = re.compile(r" \[qs-promoter ([0-9a-f]{12})(?:-[0-9a-f]{32})?\]\Z")
 
-    The upload is renamed to the real name when it is published, or deleted after a replace.
+
+@dataclass(frozen=True, slots=True)
+class UploadSlot:
+    """One request's upload to one site, as the ledger recorded it before the first attempt uploaded.
+
+    Every attempt of the request gets the same slot, so a retried or re-run attempt looks for the
+    same name and adopts its own upload instead of making a second one.
     """
-    suffix = f" [qs-promoter {token}]"
+
+    token: str  # from the request key and site: the sweep spares the uploads of running requests by it
+    secret: str  # random: nobody can give an app our upload's name before the upload exists
+    began: datetime  # our clock, before the first upload: an app created earlier is not ours
+
+
+def new_upload_secret() -> str:
+    """128 random bits in hex: a temporary name nobody can guess."""
+    return secrets.token_hex(16)
+
+
+def upload_name(app_name: str, slot: UploadSlot) -> str:
+    """The temporary name of the upload, at most 255 characters; the upload is renamed to the real
+    name when it is published, or deleted after a replace."""
+    suffix = f" {UPLOAD_MARK}{slot.token}-{slot.secret}]"
     return app_name[: NAME_LIMIT - len(suffix)] + suffix
 
 
 def upload_token(request_key: str, site: str) -> str:
-    """Short, stable per request and site: a retried or re-run promotion finds its own upload."""
+    """Short, stable per request and site (not secret): names the request's work folder, and lets the
+    sweep tell the uploads of running requests apart."""
     return hashlib.sha256(f"{request_key}|{site}".encode()).hexdigest()[:12]

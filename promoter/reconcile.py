@@ -22,19 +22,18 @@ set to Scheduled again, at most ``RETRY_LIMIT`` times per request (counted here)
 going is left alone unless its claim is older than the flow's timeout or it sits in Pending
 (handed to a worker that died) for ``PENDING_LIMIT``: then it is marked Crashed and retried.
 
-The sweep removes unpublished apps named ``<name> [qs-promoter <token>]`` (see
+The sweep removes unpublished apps named ``<name> [qs-promoter <token>-<secret>]`` (see
 ``provenance.upload_name``) older than an hour from the target sites, except uploads of
-requests the ledger shows as still running.
+requests the ledger shows as still running. Only apps owned by the account we upload as are
+ours: an app that anyone else named like that is left alone and reported.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -42,14 +41,14 @@ import sqlalchemy as sa
 from promoter.approval import Action, Trigger, approval_key, decide, is_relevant
 from promoter.errors import QrsBadRequest, QrsNotFound
 from promoter.ledger import FAILED, Ledger, UtcDateTime, handled
-from promoter.provenance import upload_token
+from promoter.provenance import UPLOAD_MARK, UPLOAD_SUFFIX, upload_token
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import all_of, any_of, eq, literal
 from promoter.qrs.models import NEVER, App, ChangeType, Stream, format_qrs_time, qrs_now
+from promoter.qrs.steps import Log
 from promoter.settings import Settings
 
 T = TypeVar("T")
-Log = logging.Logger | logging.LoggerAdapter[Any]
 
 DEFAULT_DEPLOYMENT = "handle-app-change/qs-promoter"
 # Our clock and the QRS server's may differ; the journal window overlaps by this much.
@@ -68,8 +67,6 @@ PENDING_LIMIT = timedelta(minutes=5)
 # The scheduled flows: a run of theirs may be cancelled or ended, the next tick redoes its work.
 MAINTENANCE_FLOWS = ("keep-subscriptions", "reconcile")
 STOPPED = frozenset({"CRASHED", "FAILED", "CANCELLED"})  # terminal, and not Completed
-TEMPORARY_MARK = "[qs-promoter "
-_TEMPORARY_NAME = re.compile(r" \[qs-promoter ([0-9a-f]{12})\]\Z")
 
 metadata = sa.MetaData()
 marks = sa.Table(
@@ -180,7 +177,7 @@ def find_missed(
 
 def temporary_token(name: str) -> str | None:
     """The upload token in a temporary upload's name, or None for any other app."""
-    match = _TEMPORARY_NAME.search(name)
+    match = UPLOAD_SUFFIX.search(name)
     return match.group(1) if match else None
 
 
@@ -340,7 +337,7 @@ async def survey_source(qrs: QrsClient, settings: Settings, since: datetime | No
 
 async def temporary_uploads(qrs: QrsClient) -> list[App]:
     """Unpublished apps whose name carries the temporary upload mark (the pure check decides)."""
-    return await qrs.apps(all_of(f"name so {literal(TEMPORARY_MARK)}", eq("published", False)))
+    return await qrs.apps(all_of(f"name so {literal(UPLOAD_MARK)}", eq("published", False)))
 
 
 async def sweep_leftovers(qrs: QrsClient, *, min_age: timedelta, protected: set[str], log: Log) -> list[App]:
@@ -349,8 +346,16 @@ async def sweep_leftovers(qrs: QrsClient, *, min_age: timedelta, protected: set[
     Only apps we uploaded (owned by the site's configured X-Qlik-User) are candidates: anyone can
     name an app like a temporary upload, and such an app is not ours to delete.
     """
-    ours = f"{qrs.site.user_directory}\\{qrs.site.user_id}".casefold()
-    uploads = [app for app in await temporary_uploads(qrs) if app.owner.account.casefold() == ours]
+    uploads = []
+    for app in await temporary_uploads(qrs):
+        if app.owner.account.casefold() == qrs.account.casefold():
+            uploads.append(app)
+        elif temporary_token(app.name) is not None:
+            log.warning(
+                "%s: app %s owned by %r is named like our temporary upload %r; not ours, left alone:"
+                " an administrator should look at it",
+                qrs.name, app.id, app.owner.account, app.name,
+            )  # fmt: skip
     leftovers = leftover_uploads(uploads, now=qrs_now(), min_age=min_age, protected=protected)
     deleted = []
     for app in leftovers:

@@ -14,8 +14,10 @@ import tomllib
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -118,6 +120,15 @@ class EmailSettings(Section):
     )
     owner_email_attribute: str = Field("email", description="User attribute holding an email address.")
 
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_one_address(cls, sender: str) -> str:
+        # Checked here, once: a bad sender would otherwise fail every email (and its promotion).
+        from promoter.addresses import parse_address
+
+        parse_address(sender)  # ValueError: pydantic names the field
+        return sender
+
     @model_validator(mode="after")
     def _merge_csv(self) -> EmailSettings:
         # Stream ids are GUIDs: QRS writes them in lower case, admins may paste them in upper case.
@@ -159,7 +170,7 @@ class VersioningSettings(Section):
     prefix: str = "qs-promoter/"
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint; empty for AWS.")
     region: str | None = None
-    access_key_id: str | None = Field(None, description="Empty: boto3's default chain (IAM role, env).")
+    access_key_id: SecretStr | None = Field(None, description="Empty: boto3's default chain (IAM role, env).")
     secret_access_key: SecretStr | None = None
     backup_before_overwrite: bool = Field(
         True, description="Store each target app in S3 before replacing it."
@@ -169,6 +180,15 @@ class VersioningSettings(Section):
     @classmethod
     def _prefix_is_a_folder(cls, prefix: str) -> str:
         return normalise_s3_prefix(prefix)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_without_credentials(cls, url: str | None) -> str | None:
+        # boto3 signs with the keys and never uses user:password@ in the URL; one written there
+        # would only show up wherever the endpoint is printed.
+        if url and _has_credentials(url):
+            raise ValueError("put the keys in access_key_id/secret_access_key, not in the URL")
+        return url
 
     @model_validator(mode="after")
     def _bucket_when_enabled(self) -> VersioningSettings:
@@ -190,11 +210,25 @@ class ReloadSettings(Section):
 
 
 class AuthorizationSettings(Section):
-    enabled: bool = Field(True, description="Check CanPromote / CanPromoteFrom / CanPromoteGroup.")
-    approver_must_differ_from_owner: bool = False
+    """Who may ask for a promotion, a denial or a promotion on reload (checked again on our side)."""
+
+    enabled: bool = Field(
+        True,
+        description="Check CanPromote / CanPromoteFrom / CanPromoteGroup of whoever set Approve, Deny "
+        "or PromoteOnReload before acting on it.",
+    )
+    separation_of_duties: bool = Field(
+        False,
+        # The name before issue 8, still read so that existing settings files keep working.
+        validation_alias=AliasChoices("separation_of_duties", "approver_must_differ_from_owner"),
+        description="Refuse an approval (or PromoteOnReload) set by the app's own owner.",
+    )
 
 
 IPNetwork = Annotated[IPv4Network | IPv6Network, Field()]
+# 32 characters of a random URL-safe secret carry about 190 bits, well above 128 bits.
+WEBHOOK_SECRET_MIN_LENGTH = 32
+HOW_TO_GENERATE = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class WebhookSettings(Section):
@@ -203,12 +237,63 @@ class WebhookSettings(Section):
     public_base_url: str = Field(
         "http://127.0.0.1:8787", description="Base URL the QRS calls back (reachable from the Qlik server)."
     )
-    secret: SecretStr = Field(SecretStr(""), description="Shared secret placed in the callback URL.")
+    secret: SecretStr = Field(
+        SecretStr(""),
+        description=f"Shared secret in the callback URL: {WEBHOOK_SECRET_MIN_LENGTH}+ random characters.",
+    )
     allowed_networks: list[IPNetwork] = Field(
         default_factory=list, description="Source networks allowed to post; empty allows any."
     )
+    monitoring_networks: list[IPNetwork] = Field(
+        default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")],
+        description="Besides allowed_networks, these may read /healthz and the API docs (never post); "
+        "this machine by default.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_changes_per_notification: int = Field(
+        500, ge=1, description="A notification with more changes is refused (413)."
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Connections open at once (never more than half the process's file limit); at the "
+        "limit the one waiting longest for its request is closed to make room.",
+    )
+    request_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="A caller must send each whole request (headers and body) within this time, or "
+        "its connection is closed; QRS needs milliseconds.",
+    )
     outbox_path: Path = Field(Path("var/outbox.db"), description="SQLite file of the durable outbox.")
+    tls_cert: Path | None = Field(
+        None, description="Serve HTTPS with this certificate (PEM); public_base_url must then be https://."
+    )
+    tls_key: Path | None = Field(None, description="Private key of tls_cert (PEM, without a password).")
+    tls_ca: Path | None = Field(
+        None,
+        description="CA certificate (PEM) that signed tls_cert, as the Qlik server trusts it "
+        "(a self-signed certificate is its own CA); empty: the system's CAs.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_is_complete(self) -> WebhookSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither (plain HTTP)")
+        if self.tls_cert is not None and not self.public_base_url.lower().startswith("https://"):
+            raise ValueError("tls_cert is set, so public_base_url must start with https://")
+        return self
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_strong(cls, secret: SecretStr) -> SecretStr:
+        # Empty means "no webhook here" (`webhook serve` and `up` refuse to start without one);
+        # anything else is the only thing between the internet and a promotion: never weak.
+        problem = weak_secret_problem(secret.get_secret_value())
+        if problem:
+            raise ValueError(f"{problem}; {HOW_TO_GENERATE}")
+        return secret
 
 
 class PrefectSettings(Section):
@@ -236,7 +321,10 @@ class Settings(BaseSettings):
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
-    ledger_url: str = Field("sqlite:///var/ledger.db", description="SQLAlchemy URL of the ledger.")
+    ledger_url: SecretStr = Field(
+        SecretStr("sqlite:///var/ledger.db"),
+        description="SQLAlchemy URL of the ledger (secret: a PostgreSQL URL carries its password).",
+    )
     work_dir: Path = Field(
         Path("var/work"),
         description="Where exported app files wait while a promotion runs (needs room for the largest app).",
@@ -309,6 +397,49 @@ def normalise_s3_prefix(prefix: str) -> str:
         if segment in ("", ".", "..") or "\\" in segment or control:
             raise ValueError(f"prefix {prefix!r}: use plain folder names separated by '/'")
     return "/".join(segments) + "/"
+
+
+def weak_secret_problem(secret: str) -> str | None:
+    """Why a non-empty webhook secret is too easy to guess, or None (the value itself is never named)."""
+    if not secret:
+        return None
+    if len(secret) < WEBHOOK_SECRET_MIN_LENGTH:
+        return f"must be at least {WEBHOOK_SECRET_MIN_LENGTH} characters (it has {len(secret)})"
+    if secret in (secret + secret)[1:-1]:  # "aaaa...", "abab...", "password" * 4: one piece repeated
+        return "must be random, not one character or word repeated"
+    return None
+
+
+def url_without_password(url: str) -> str:
+    """The URL with its password (if any) shown as ***, for messages: host and database are no secret."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(a URL that cannot be read)"
+    if password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def hide_url_password(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with the password of ``url`` replaced by ***."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for form in {password, unquote(password)} if password else ():
+        text = text.replace(form, "***")
+    return text
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or parts.password is not None
+    except ValueError:
+        return False  # not a URL at all: boto3 refuses it and says so
 
 
 def config_path(explicit: Path | None = None) -> Path:

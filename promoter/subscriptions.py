@@ -423,7 +423,7 @@ def keeper_client(settings: Settings) -> QrsClient:
 @asynccontextmanager
 async def open_keeper(settings: Settings, log: Log = log) -> AsyncIterator[Keeper]:
     """A keeper for the source site, with its client and store closed afterwards."""
-    store = await asyncio.to_thread(SubscriptionStore, settings.ledger_url)
+    store = await asyncio.to_thread(SubscriptionStore, settings.ledger_url.get_secret_value())
     try:
         async with keeper_client(settings) as qrs:
             secret = settings.webhook.secret.get_secret_value()
@@ -439,7 +439,7 @@ async def list_subscriptions(settings: Settings) -> list[SubscriptionRecord]:
     """The handles we hold, as stored (QRS itself cannot list them)."""
 
     def read() -> list[SubscriptionRecord]:
-        with SubscriptionStore(settings.ledger_url) as store:
+        with SubscriptionStore(settings.ledger_url.get_secret_value()) as store:
             return store.records()
 
     return await asyncio.to_thread(read)
@@ -459,5 +459,5 @@ async def drop_subscriptions(settings: Settings, log: Log = log) -> list[Subscri
 
 def last_subscription_check(settings: Settings) -> datetime | None:
     """When the keeper last found all three app subscriptions in place (for the webhook's /healthz)."""
-    with SubscriptionStore(settings.ledger_url) as store:
+    with SubscriptionStore(settings.ledger_url.get_secret_value()) as store:
         return store.last_ok()

@@ -82,6 +82,7 @@ def s3_client(settings: VersioningSettings) -> BaseClient:
     Clients are thread-safe and come from one shared boto3 Session (loading the S3 model costs
     ~0.2 s per new Session); the Session itself is not thread-safe, hence the lock.
     """
+    key_id = settings.access_key_id.get_secret_value() if settings.access_key_id else None
     secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
     custom_endpoint = bool(settings.endpoint_url)
     config = Config(
@@ -103,7 +104,7 @@ def s3_client(settings: VersioningSettings) -> BaseClient:
                 "s3",
                 endpoint_url=settings.endpoint_url or None,
                 region_name=settings.region or None,
-                aws_access_key_id=settings.access_key_id or None,
+                aws_access_key_id=key_id,
                 aws_secret_access_key=secret,
                 config=config,
             )
@@ -319,7 +320,7 @@ def _redact(text: str, settings: VersioningSettings | None) -> str:
         return text
     for secret in (
         settings.secret_access_key.get_secret_value() if settings.secret_access_key else "",
-        settings.access_key_id or "",
+        settings.access_key_id.get_secret_value() if settings.access_key_id else "",
     ):
         if secret:
             text = text.replace(secret, "[redacted]")

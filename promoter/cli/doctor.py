@@ -7,7 +7,6 @@ any check failed. Nothing is changed anywhere (except the test email, when asked
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,13 @@ import typer
 
 from promoter.cli.options import ConfigFile
 from promoter.errors import MailError, PromoterError, QrsError, QrsRefused, SettingsError, VersioningError
-from promoter.qrs.tls import CLIENT_CERT, CLIENT_KEY, ROOT_CERT
+from promoter.qrs.tls import (
+    CLIENT_CERT,
+    CLIENT_KEY,
+    ROOT_CERT,
+    try_client_certificate,
+    unreported_key_exposure,
+)
 from promoter.settings import Settings, config_path, load_settings
 
 if TYPE_CHECKING:
@@ -41,25 +46,33 @@ SendTestEmail = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """The result of one check: what was checked, whether it passed, what was seen, how to fix it."""
+    """The result of one check: what was checked, whether it passed, what was seen, how to fix it.
+
+    A warning passes (the exit code stays 0) but is something to fix before production.
+    """
 
     name: str
     ok: bool
     detail: str
     hint: str = ""
+    warning: bool = False
 
     def line(self) -> str:
-        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
-        return text if self.ok or not self.hint else f"{text}\n      fix: {self.hint}"
+        status = "FAIL" if not self.ok else "WARN" if self.warning else "OK  "
+        text = f"{status}  {self.name}: {self.detail}"
+        shown = self.hint and (not self.ok or self.warning)
+        return f"{text}\n      fix: {self.hint}" if shown else text
 
 
 def doctor(config: ConfigFile = None, send_test_email: SendTestEmail = None) -> None:
     """Check everything qs-promoter needs before the first run; exit code 1 if anything failed."""
-    failed = 0
+    failed = warned = 0
     for check in run_checks(config, send_test_email):
         typer.echo(check.line())
         failed += not check.ok
-    typer.echo(f"\n{failed} check(s) failed" if failed else "\nall checks passed")
+        warned += check.ok and check.warning
+    warnings = f" ({warned} warning(s))" if warned else ""
+    typer.echo(f"\n{failed} check(s) failed{warnings}" if failed else f"\nall checks passed{warnings}")
     if failed:
         raise typer.Exit(1)
 
@@ -101,7 +114,8 @@ def check_webhook_secret(settings: Settings) -> Check:
 
 
 def check_certificates(settings: Settings, site: str) -> Check:
-    """client.pem, client_key.pem and root.pem exist in the site's folder and can be read."""
+    """client.pem, client_key.pem and root.pem exist in the site's folder, the key loads without a
+    password, and (a warning) no other user of this machine can read it."""
     folder = settings.cert_dir(site)
     name = f"{site} certificates"
     hint = (
@@ -119,6 +133,13 @@ def check_certificates(settings: Settings, site: str) -> Check:
             problems.append(f"{file} unreadable ({exc.strerror or exc})")
     if problems:
         return Check(name, False, f"{folder}: {', '.join(problems)}", hint)
+    try:
+        try_client_certificate(folder, site)
+    except SettingsError as exc:
+        return Check(name, False, str(exc), hint)
+    exposed = unreported_key_exposure(folder)
+    if exposed:
+        return Check(name, True, exposed, f"chmod 600 {folder / CLIENT_KEY}", warning=True)
     return Check(name, True, f"{folder}: client.pem, client_key.pem, root.pem")
 
 
@@ -173,13 +194,14 @@ def qrs_hint(exc: QrsError, site: str, port: int) -> str:
 def check_smtp(settings: Settings, test_address: str | None) -> Check:
     """Log in as sending would (STARTTLS/TLS, AUTH); with an address, also send the test message."""
     from promoter import mail, mailer
+    from promoter.addresses import is_valid_address
 
     email = settings.email
     server = f"{email.smtp_host}:{email.smtp_port}"
     quick = email.model_copy(update={"timeout_seconds": min(email.timeout_seconds, CHECK_TIMEOUT)})
     try:
         if test_address:
-            if not mail.is_valid_address(test_address):
+            if not is_valid_address(test_address):
                 return Check("SMTP", False, f"{test_address!r} is not an email address", "give one address")
             message = mail.render_test_mail(sender=email.sender, to=[test_address])
             mailer.send(message, quick.model_copy(update={"enabled": True}))
@@ -277,15 +299,30 @@ def check_deployments() -> Check:
 
 
 def check_webhook(settings: Settings) -> Check:
-    """GET /healthz at the public URL: the address QRS calls must reach a running webhook."""
-    base = settings.webhook.public_base_url.rstrip("/")
+    """GET /healthz at the public URL, verified as QRS verifies it: the address QRS calls must reach
+    a running webhook, and an HTTPS one must show a certificate from webhook.tls_ca (else a system CA)."""
+    from promoter.webhook.address import public_address, unreachable_reason, untrusted_certificate
+
     try:
-        answer = httpx.get(f"{base}/healthz", timeout=CHECK_TIMEOUT, trust_env=False, verify=_system_tls())
+        address = public_address(settings.webhook)
+    except SettingsError as exc:
+        return Check("webhook", False, str(exc), "point webhook.tls_ca at the PEM CA certificate of tls_cert")
+    url = address.health_url
+    try:
+        answer = address.health(timeout=CHECK_TIMEOUT)
     except httpx.HTTPError as exc:
+        if untrusted_certificate(exc):
+            return Check(
+                "webhook",
+                False,
+                f"{url}: {unreachable_reason(exc)}",
+                "issue webhook.tls_cert for the host in webhook.public_base_url from the CA in "
+                "webhook.tls_ca, and make the Qlik server trust that CA (its Windows certificate store)",
+            )
         return Check(
             "webhook",
             False,
-            f"{base}/healthz: no answer ({type(exc).__name__})",
+            f"{url}: no answer ({unreachable_reason(exc)})",
             "start it (`qs-promoter up` or `qs-promoter webhook serve`), and make webhook.public_base_url "
             "an address the Qlik server can reach (firewall, host name)",
         )
@@ -293,11 +330,7 @@ def check_webhook(settings: Settings) -> Check:
         return Check(
             "webhook",
             False,
-            f"{base}/healthz answered {answer.status_code}",
+            f"{url} answered {answer.status_code}",
             "read its log: the outbox or the submitter is not working",
         )
-    return Check("webhook", True, f"{base}/healthz is ok")
-
-
-def _system_tls() -> ssl.SSLContext:
-    return ssl.create_default_context()
+    return Check("webhook", True, f"{url} is ok")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
@@ -19,7 +22,8 @@ import typer
 from promoter.approval import Mode
 from promoter.cli.options import ConfigFile, RequestedBy, Wait
 from promoter.errors import SettingsError
-from promoter.settings import Settings, load_settings
+from promoter.manual import cli_requester
+from promoter.settings import Settings, hide_url_password, load_settings, url_without_password
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -104,7 +108,7 @@ def promote(
         "sites": site or None,
         "streams": stream or None,
         "mode": mode.value if mode else None,
-        "requested_by": requested_by or current_account(),
+        "requested_by": started_by(requested_by),
     }
     # Prefect keeps an idempotency key forever: a repeated promotion needs a fresh one.
     run_deployment(PROMOTE_DEPLOYMENT, parameters, f"manual:{app_id}:{uuid4()}", wait)
@@ -127,7 +131,7 @@ def rollback(
         "site_name": site,
         "target_app_id": str(app_id),
         "version_id": version,
-        "requested_by": requested_by or current_account(),
+        "requested_by": started_by(requested_by),
     }
     run_deployment(ROLLBACK_DEPLOYMENT, parameters, f"rollback:{site}:{app_id}:{uuid4()}", wait)
 
@@ -144,7 +148,9 @@ def audit_export(csv: CsvFile, config: ConfigFile = None) -> None:
     from promoter.ledger import Ledger
 
     settings = settings_or_exit(config)
-    with Ledger(settings.ledger_url) as ledger:
+    with ledger_or_exit(settings):
+        ledger = Ledger(settings.ledger_url.get_secret_value())
+    with ledger:
         rows = export_csv(ledger, csv)
     typer.echo(f"{rows} row(s) written to {csv}")
 
@@ -159,7 +165,9 @@ def subscriptions_list(config: ConfigFile = None) -> None:
     """The subscription handles we hold on the source site (QRS itself cannot list them)."""
     from promoter.subscriptions import list_subscriptions
 
-    records = asyncio.run(list_subscriptions(settings_or_exit(config)))
+    settings = settings_or_exit(config)
+    with ledger_or_exit(settings):
+        records = asyncio.run(list_subscriptions(settings))
     if not records:
         typer.echo("no subscriptions recorded (the keeper has not run yet)")
     for r in records:
@@ -197,6 +205,33 @@ def settings_or_exit(config: Path | None) -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def ledger_or_exit(settings: Settings) -> Iterator[None]:
+    """Run the block; if the ledger database cannot be opened, end the command with one line naming
+    it (never its password) and the driver's reason, and exit code 1, instead of a long traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = settings.ledger_url.get_secret_value()
+    try:
+        yield
+    except (SQLAlchemyError, ImportError, OSError) as exc:  # down, refused, no driver, no folder
+        reason = hide_url_password(database_reason(exc), url)
+        typer.echo(f"error: cannot open the ledger database {url_without_password(url)}: {reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+def database_reason(exc: BaseException) -> str:
+    """The first line of what the database driver said (SQLAlchemy wraps it in lines of its own)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0].strip() if lines else type(cause).__name__
+
+
+def started_by(requested_by: str | None) -> str:
+    """Who starts the run, for the ledger: --requested-by (if given), this OS account and host."""
+    return cli_requester(requested_by, current_account(), socket.gethostname())
 
 
 def current_account() -> str:

@@ -55,7 +55,7 @@ RequestedBy = Annotated[
     typer.Option(
         "--requested-by",
         envvar="QSP_REQUESTED_BY",
-        help="Who asks (DOMAIN\\user), recorded in the ledger; default: the account running this command.",
+        help="Who asks (DOMAIN\\user); the ledger records it beside the OS account and host of this command.",
         show_default=False,
     ),
 ]

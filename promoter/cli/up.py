@@ -87,12 +87,14 @@ def up(
 
 
 def settings_or_exit(config: Path | None) -> Settings:
-    """The settings, or exit code 2 with the file and field named (and webhook secret checked)."""
+    """The settings, or exit code 2 with the file and field named (webhook secret and TLS files checked)."""
+    from promoter.webhook.address import require_tls_files
     from promoter.webhook.auth import require_secret
 
     try:
         settings = load_settings(config)
         require_secret(settings.webhook)
+        require_tls_files(settings.webhook)
     except SettingsError as exc:
         echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

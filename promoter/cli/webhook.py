@@ -26,7 +26,7 @@ TlsCert = Annotated[
         envvar="QSP_WEBHOOK_TLS_CERT",
         exists=True,
         dir_okay=False,
-        help="Serve HTTPS with this certificate (PEM); QRS must trust its issuer. Default: plain HTTP.",
+        help="Serve HTTPS with this certificate (PEM); QRS must trust its issuer. Default: webhook.tls_cert.",
     ),
 ]
 TlsKey = Annotated[
@@ -52,17 +52,20 @@ def serve(
     Needs PREFECT_API_URL. Notifications are stored in webhook.outbox_path before QRS gets its
     answer, and submitted to the handle-app-change/qs-promoter deployment in the background.
     """
-    import uvicorn
-
     from promoter.subscriptions import last_subscription_check
+    from promoter.webhook.address import require_tls_files
     from promoter.webhook.app import create_app
     from promoter.webhook.relevance import qrs_relevance
+    from promoter.webhook.serving import serve as serve_webhook
 
     if (tls_cert is None) != (tls_key is None):
         typer.echo("error: --tls-cert and --tls-key go together", err=True)
         raise typer.Exit(2)
     try:
         settings = load_settings(config)
+        if tls_cert is None:  # `up` passes no options: then webhook.tls_cert/tls_key decide
+            require_tls_files(settings.webhook)
+            tls_cert, tls_key = settings.webhook.tls_cert, settings.webhook.tls_key
         application = create_app(
             settings,
             relevant=qrs_relevance(settings),
@@ -71,15 +74,9 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        application,
-        host=settings.webhook.host,
-        port=settings.webhook.port,
-        log_level=log_level.lower(),
-        # QRS calls us directly; trusting X-Forwarded-For would let a local process pose as an
-        # allowed network.
-        proxy_headers=False,
-        server_header=False,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-    )
+    try:
+        serve_webhook(application, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
+    except OSError as exc:  # the address cannot be bound: taken, or not this machine's
+        where = f"{settings.webhook.host}:{settings.webhook.port}"
+        typer.echo(f"error: cannot listen on {where}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None

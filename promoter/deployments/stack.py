@@ -11,6 +11,7 @@ to its API (the core stays free of it, and the CLI starts fast).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import threading
@@ -48,6 +49,7 @@ from promoter.deployments.orchestration import (
 )
 from promoter.errors import PromoterError
 from promoter.settings import Settings
+from promoter.webhook.address import WebhookAddress, local_address, unreachable_reason
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -121,6 +123,7 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     api_url: str = ""
     owns_server: bool = False  # we started the Prefect server: its flow runs are ours
+    webhook_problem: str = ""  # why the last webhook health check failed
 
     # -- what an admin is told -----------------------------------------------------------------
 
@@ -128,13 +131,15 @@ class Stack:
     def ui_url(self) -> str:
         return self.api_url.removesuffix("/api")
 
+    @functools.cached_property
+    def webhook_address(self) -> WebhookAddress:
+        """Where this machine reaches the webhook, and how its certificate is checked (HTTPS)."""
+        return local_address(self.settings.webhook)
+
     @property
     def webhook_local_url(self) -> str:
         """Where this machine reaches the webhook (a wildcard bind is reached on loopback)."""
-        host = self.settings.webhook.host
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.settings.webhook.port}"
+        return self.webhook_address.base_url
 
     def environment(self) -> dict[str, str]:
         """The environment every child gets: our Prefect home and API, the settings file, UTF-8."""
@@ -302,12 +307,15 @@ class Stack:
 
     def _start_webhook(self) -> None:
         url = self.webhook_local_url
-        if self._webhook_healthy(url):
+        if self.webhook_healthy():
             self.echo(f"webhook: already running at {url}")
             return
         webhook = self.settings.webhook
         if not port_free(webhook.host, webhook.port):
-            raise StackError(f"webhook port {webhook.port} on {webhook.host} is taken by another program")
+            raise StackError(
+                f"webhook port {webhook.port} on {webhook.host} is taken by another program "
+                f"({self.webhook_address.health_url}: {self.webhook_problem})"
+            )
         command = python_command(
             "-m", "promoter.cli", "webhook", "serve", "--config", str(self.options.config)
         )
@@ -315,14 +323,15 @@ class Stack:
         began = time.monotonic()
 
         def healthy() -> bool:
-            return not child.alive() or self._webhook_healthy(url)
+            return not child.alive() or self.webhook_healthy()
 
         if (
             not wait_for(healthy, WEBHOOK_START_TIMEOUT, interval=0.25, stop=self.stop_requested)
             or not child.alive()
         ):
             self._check_interrupt()
-            raise StackError(self._failed(child, f"did not answer {url}/healthz"))
+            answer = f"did not answer {self.webhook_address.health_url} ({self.webhook_problem})"
+            raise StackError(self._failed(child, answer))
         self.echo(f"webhook: listening at {url} ({time.monotonic() - began:.1f} s)")
 
     def _start_keeper(self) -> None:
@@ -420,12 +429,15 @@ class Stack:
             self._check_interrupt()
         return ok
 
-    @staticmethod
-    def _webhook_healthy(url: str) -> bool:
+    def webhook_healthy(self) -> bool:
+        """The webhook answers /healthz with 200 at its local address; else webhook_problem says why."""
         try:
-            return httpx.get(f"{url}/healthz", timeout=2.0, trust_env=False).status_code == 200
-        except httpx.HTTPError:
+            status = self.webhook_address.health(timeout=2.0).status_code
+        except httpx.HTTPError as exc:
+            self.webhook_problem = unreachable_reason(exc)
             return False
+        self.webhook_problem = f"answered {status}"
+        return status == 200
 
     def _prefect(self, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
         return asyncio.run(with_prefect(self.api_url, call))

@@ -18,7 +18,7 @@ from promoter.errors import QrsError, QrsNotFound
 from promoter.ledger import Backup
 from promoter.outcome import Placement, SiteOutcome
 from promoter.planning import SitePlan, plan_site
-from promoter.provenance import upload_name, upload_token
+from promoter.provenance import UploadSlot, upload_name
 from promoter.qrs.models import App
 from promoter.settings import Settings
 from promoter.tasks import ledger, run, site
@@ -49,8 +49,8 @@ async def deliver(
             for note in plan.notes:
                 log.info("%s: %s", target.site, note)
             if not plan.nothing_to_do:
-                token = upload_token(request_key, target.site)
-                await place(plan, app, exported, description, token, settings, work, placements, backups)
+                slot = await ledger.upload_slot(request_key, target.site)
+                await place(plan, app, exported, description, slot, settings, work, placements, backups)
     except Exception as exc:  # one site's failure must not stop the others; the run still fails
         log.error("%s: promotion failed: %s", target.site, exc)
         kept = tuple(p for p in placements if p.action == "replaced")  # the others were taken back
@@ -79,7 +79,7 @@ async def place(
     app: App,
     exported: Path,
     description: str,
-    token: str,
+    slot: UploadSlot,
     settings: Settings,
     work: Path,
     placements: list[Placement],
@@ -87,7 +87,7 @@ async def place(
 ) -> None:
     """Carry out one site's plan with one upload; ``placements`` and ``backups`` grow as steps finish."""
     where = plan.site
-    upload = await upload_for(where, exported, upload_name(app.name, token))
+    upload = await upload_for(where, exported, app.name, slot)
     published: list[UUID] = []  # apps this attempt published: taken back if the site fails
     try:
         for replacement in plan.replace:
@@ -99,7 +99,7 @@ async def place(
                 placements.append(Placement(stream.id, stream.name, upload.id, "published"))
                 continue
             if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
-                backup_file = work / f"backup-{token}-{replacement.app_id}.qvf"
+                backup_file = work / f"backup-{slot.token}-{replacement.app_id}.qvf"
                 await site.export_app(where, replacement.app_id, backup_file)
                 backups.append(await store_backup(backup_file, where, replacement.app_id, app.name))
             await site.replace_app(where, upload.id, replacement.app_id)
@@ -124,17 +124,18 @@ async def place(
         await site.delete_app(where, upload.id)
 
 
-async def upload_for(where: str, exported: Path, name: str) -> App:
+async def upload_for(where: str, exported: Path, app_name: str, slot: UploadSlot) -> App:
     """This request's upload on the site, made again when a failed attempt of this run took it back.
 
     The upload step's result is persisted, so a retried run gets the earlier attempt's app back
     from it, even when that attempt's failure deleted the app; one read tells the two apart.
     """
-    upload = await site.upload_app(where, exported, name)
+    name = upload_name(app_name, slot)
+    upload = await site.upload_app(where, exported, name, slot.began)
     try:
         await site.read_app(where, upload.id)
     except QrsNotFound:
-        upload = await site.upload_app.with_options(refresh_cache=True)(where, exported, name)
+        upload = await site.upload_app.with_options(refresh_cache=True)(where, exported, name, slot.began)
     return upload
 
 

@@ -1,4 +1,4 @@
-"""The flow the webhook starts for every app change: read the app, decide, and act once."""
+"""The flow the webhook starts for every app change: read the app, decide, check who asked, act once."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.cache_policies import DEFAULT
 from prefect.runtime import flow_run
 
-from promoter.approval import Action, Decision, Trigger, approval_key, decide
-from promoter.authorization import authorize
+from promoter.approval import Action, Decision, Trigger, approval_key, decide, notice_key
+from promoter.authorization import AuthorizationResult, authorize
 from promoter.errors import QrsNotFound
-from promoter.flows.promotion import SOURCE, alert, deny, promote, refuse
+from promoter.flows.promotion import SOURCE, alert, deny, outdated, promote, refuse
 from promoter.qrs.models import App, Stream
 from promoter.settings import Settings, load_settings
 from promoter.tasks import ledger, run, site
@@ -44,9 +44,11 @@ async def handle_app_change(app_id: UUID, trigger: Trigger = "updated", change_i
         log.info("%s: %s", decision.action, decision.reason)
         if decision.action is Action.IGNORE:
             return decision.reason
-        if decision.action in (Action.TAG_FOR_RELOAD, Action.UNTAG):
-            await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, decision.add_tag)
+        if decision.action is Action.UNTAG:
+            await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, False)
             return decision.reason
+        if decision.action is Action.TAG_FOR_RELOAD:
+            return await tag_for_reload(app, decision, settings)
 
         key = approval_key(app, settings, trigger)
         if not await ledger.claim_request(key, str(flow_run.get_id()), app.id, decision.action.value):
@@ -62,6 +64,17 @@ async def handle_app_change(app_id: UUID, trigger: Trigger = "updated", change_i
         return decision.reason
 
 
+async def tag_for_reload(app: App, decision: Decision, settings: Settings) -> str:
+    """Tag the app for promotion on reload, if whoever set PromoteOnReload may promote it."""
+    allowed = await who_asked_may(app, decision, settings)
+    if not allowed.allowed:
+        mail_key = notice_key(app, decision, approval_key(app, settings), settings)
+        await refuse(app, decision, settings, mail_key, allowed.reason)
+        return f"not tagged: {allowed.reason}"
+    await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, True)
+    return decision.reason
+
+
 async def act(decision: Decision, app: App, stream: Stream | None, settings: Settings, key: str) -> str:
     """Carry out one claimed decision; returns the outcome word the ledger keeps."""
     if decision.action is Action.ALERT_PUBLISH:
@@ -70,6 +83,14 @@ async def act(decision: Decision, app: App, stream: Stream | None, settings: Set
         return "alerted"
     if decision.remove_tag:
         await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, False)
+    if decision.action is Action.OUTDATED:
+        await outdated(app, decision, settings, notice_key(app, decision, key, settings))
+        return "outdated"
+    assert decision.needs_authorization, decision.action  # every other action was handled above
+    allowed = await who_asked_may(app, decision, settings)
+    if not allowed.allowed:
+        await refuse(app, decision, settings, notice_key(app, decision, key, settings), allowed.reason)
+        return "refused"
     if decision.action is Action.DENY:
         await deny(app, decision, settings, key)
         return "denied"
@@ -78,11 +99,12 @@ async def act(decision: Decision, app: App, stream: Stream | None, settings: Set
             await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, True)
         await promote(app, decision, settings, key, approved=False)
         return "promoted"
-    approver = await site.read_user(SOURCE, decision.approver) if decision.approver else None
-    app_stream = await site.read_stream(SOURCE, app.stream.id) if app.stream else None
-    verdict = authorize(app, approver, app_stream, settings)
-    if not verdict.allowed:
-        await refuse(app, decision, settings, key, verdict.reason)
-        return "refused"
     await promote(app, decision, settings, key)
     return "promoted"
+
+
+async def who_asked_may(app: App, decision: Decision, settings: Settings) -> AuthorizationResult:
+    """Whether the user who set the deciding value may ask for this (the security rules, read from dev)."""
+    user = await site.read_user(SOURCE, decision.approver) if decision.approver else None
+    app_stream = await site.read_stream(SOURCE, app.stream.id) if app.stream else None
+    return authorize(app, user, app_stream, settings, decision.request or "approval")

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from promoter.approval import Action, Mode
 from promoter.errors import PromoterError
 from promoter.flows.promotion import SOURCE, promote
-from promoter.manual import manual_decision
+from promoter.manual import manual_decision, requester
 from promoter.outcome import SiteOutcome
 from promoter.settings import load_settings
 from promoter.tasks import run, site
@@ -28,14 +28,16 @@ async def promote_app(
 
     Each run is a new request: running it twice promotes twice (Overwrite replaces the same
     target apps again; Duplicate adds copies). The source app is neither unpublished nor stripped.
+    ``requested_by`` names who asks (the CLI fills in its OS account and host); a run started
+    without it is recorded as started from the Prefect UI or API.
     """
     settings = load_settings()
+    who = requester(requested_by, flow_run.get_name())
+    get_run_logger().info("manual promotion of %s requested by %s", app_id, who)
     await run.ensure_limits({run.app_lock(app_id): 1})
     async with run.holding(run.app_lock(app_id)):
         app = await site.read_app(SOURCE, app_id)
-        decision = manual_decision(
-            app, settings, sites=sites, streams=streams, mode=mode, requested_by=requested_by
-        )
+        decision = manual_decision(app, settings, sites=sites, streams=streams, mode=mode, requested_by=who)
         if decision.action is not Action.PROMOTE:
             get_run_logger().error("%s", decision.reason)
             raise PromoterError(f"nothing to promote: {decision.reason}")

@@ -13,13 +13,16 @@ from dataclasses import replace
 from prefect import get_run_logger
 
 from promoter import mail
+from promoter.addresses import MailAddress, gather_addresses
 from promoter.approval import Decision, Mode, Target
 from promoter.authorization import parse_account
 from promoter.errors import PromoterError
 from promoter.flows.delivery import deliver
+from promoter.mail_headers import one_line
 from promoter.outcome import (
     SiteOutcome,
     artifact_rows,
+    asked_by,
     failure_summary,
     resumed,
     run_name,
@@ -49,15 +52,26 @@ async def app_summary(app: App, settings: Settings) -> mail.AppSummary:
     )
 
 
-async def addresses(settings: Settings, app: App, approver: str | None) -> list[str]:
-    """The owner's email address, and the approver's, read from their user attributes."""
-    found = [await site.read_email(SOURCE, app.owner.id)]
+async def addresses(settings: Settings, app: App, approver: str | None) -> list[MailAddress]:
+    """The owner's email addresses, and the approver's, read from their user attributes.
+
+    An attribute may hold several addresses, or none: what is not an address is skipped with a
+    warning, and an empty list means the emails are not sent; it never fails the run.
+    """
+    attribute = f"user attribute {settings.email.owner_email_attribute!r}"
+    owner = one_line(app.owner.account)
+    sources = [(f"owner {owner} ({attribute})", await site.read_email(SOURCE, app.owner.id))]
     # A manual run names its requester in words ("an administrator (manual run)"): no user to read.
     if approver and parse_account(approver):
         user = await site.read_user(SOURCE, approver)
         if user is not None and user.id != app.owner.id:
-            found.append(await site.read_email(SOURCE, user.id))
-    return list(dict.fromkeys(a for a in found if a))
+            who = f"approver {one_line(approver)} ({attribute})"
+            sources.append((who, await site.read_email(SOURCE, user.id)))
+    found, warnings = gather_addresses(sources)
+    log = get_run_logger()
+    for warning in warnings:
+        log.warning("%s", warning)
+    return found
 
 
 async def promote(
@@ -68,7 +82,8 @@ async def promote(
     ``approved`` is False for promote-on-reload and manual runs: no approval email then.
     """
     log = get_run_logger()
-    await run.label_run(run_name("promote", app.name, decision.approver))
+    by = asked_by(decision.request)
+    await run.label_run(run_name("promote", app.name, decision.approver, by=by))
     log.info("%s", decision.reason)
     for problem in decision.problems:
         log.warning("%s", problem)
@@ -172,7 +187,7 @@ async def promote(
     await run.report(
         f"promotion-{app.id}",
         artifact_rows(outcomes, version_id),
-        summary_markdown(app.name, decision.approver, decision.reason, outcomes),
+        summary_markdown(app.name, decision.approver, decision.reason, outcomes, by=by),
         f"Promotion of {app.id} ({request_key})",
     )
     await ledger.close_promotion(promotion_id, "failed" if failed else "done")
@@ -194,7 +209,7 @@ async def unpublish(app: App) -> None:
 async def deny(app: App, decision: Decision, settings: Settings, request_key: str) -> None:
     """Tell the owner, then unpublish the app or strip its promotion properties."""
     log = get_run_logger()
-    await run.label_run(run_name("deny", app.name, decision.approver))
+    await run.label_run(run_name("deny", app.name, decision.approver, by=asked_by(decision.request)))
     log.info("%s", decision.reason)
     if decision.notify:
         summary = await app_summary(app, settings)
@@ -209,25 +224,77 @@ async def deny(app: App, decision: Decision, settings: Settings, request_key: st
         await site.strip_properties(SOURCE, app.id, settings.properties.promotion_properties())
 
 
-async def refuse(app: App, decision: Decision, settings: Settings, request_key: str, reason: str) -> None:
-    """An approval by someone not allowed to promote: nothing moves; the approver and owner are told."""
+async def refuse(app: App, decision: Decision, settings: Settings, mail_key: str, reason: str) -> None:
+    """A request by someone not allowed to ask for it: nothing changes; whoever asked and the owner are told.
+
+    ``mail_key`` is the request the email belongs to (sent once per key): see approval.notice_key.
+    """
     log = get_run_logger()
-    await run.label_run(run_name("refuse", app.name, decision.approver))
-    log.warning("approval not carried out: %s", reason)
-    if settings.email.enabled:
-        summary = await app_summary(app, settings)
-        to = await addresses(settings, app, decision.approver)
-        message = mail.render_refused_approval(
-            summary, approver=decision.approver or "", reason=reason, sender=settings.email.sender, to=to
+    request = decision.request or "approval"
+    await run.label_run(run_name("refuse", app.name, decision.approver, by=asked_by(request)))
+    log.warning("%s not carried out: %s", request, reason)
+    if not settings.email.enabled:
+        return
+    summary = await app_summary(app, settings)
+    to = await addresses(settings, app, decision.approver)
+    who, sender = decision.approver or "an unknown user", settings.email.sender
+    if request == "denial" or request == "promotion on reload":
+        message = mail.render_not_carried_out(
+            summary, request=request, asked_by=who, reason=reason, sender=sender, to=to
         )
-        await send_email(request_key, "refused", message)
+    else:
+        message = mail.render_refused_approval(summary, approver=who, reason=reason, sender=sender, to=to)
+    await send_email(mail_key, "refused", message)
+
+
+async def outdated(app: App, decision: Decision, settings: Settings, mail_key: str) -> None:
+    """Targets changed after the approval (or PromoteOnReload) was set: nothing moves; the owner is told."""
+    log = get_run_logger()
+    request = "promotion on reload" if decision.request == "promotion on reload" else "approval"
+    await run.label_run(run_name("outdated", app.name, decision.approver, by=asked_by(request)))
+    log.warning("%s not carried out: %s", request, decision.reason)
+    if not decision.notify:
+        return
+    summary = await app_summary(app, settings)
+    to = await addresses(settings, app, decision.approver)
+    message = mail.render_not_carried_out(
+        summary,
+        request=request,
+        asked_by=decision.approver or "an unknown user",
+        reason=decision.reason,
+        outdated=True,
+        sender=settings.email.sender,
+        to=to,
+    )
+    await send_email(mail_key, "outdated", message)
 
 
 async def alert(app: App, settings: Settings, request_key: str, approvers: list[str]) -> None:
-    """Email the stream's approvers that an app was published there for their review."""
+    """Email the stream's approvers that an app was published there for their review.
+
+    ``approvers`` are the entries of stream_approvers (or its CSV): each may hold several
+    addresses; what is not an address is skipped with a warning.
+    """
+    log = get_run_logger()
+    stream = one_line(app.stream.name) if app.stream else "?"
+    source = f"stream_approvers of stream {stream}"
+    found, warnings = gather_addresses([(source, entry) for entry in approvers])
+    for warning in warnings:
+        log.warning("%s", warning)
     summary = await app_summary(app, settings)
-    message = mail.render_publish_alert(summary, sender=settings.email.sender, to=approvers)
+    message = mail.render_publish_alert(summary, sender=settings.email.sender, to=found)
     await send_email(request_key, "publish-alert", message)
 
 
-__all__ = ["SOURCE", "Mode", "PromotionFailed", "alert", "deliver", "deny", "promote", "refuse", "unpublish"]
+__all__ = [
+    "SOURCE",
+    "Mode",
+    "PromotionFailed",
+    "alert",
+    "deliver",
+    "deny",
+    "outdated",
+    "promote",
+    "refuse",
+    "unpublish",
+]

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from promoter.errors import PromoterError
 from promoter.flows.delivery import upload_for
-from promoter.provenance import upload_name, upload_token
+from promoter.manual import requester
 from promoter.settings import load_settings
 from promoter.tasks import ledger, run, site
 from promoter.tasks.versioning import fetch_backup
@@ -26,22 +26,23 @@ async def rollback_app(
     """
     settings = load_settings()
     log = get_run_logger()
+    who = requester(requested_by, flow_run.get_name())
+    log.info("rollback of %s on %s requested by %s", target_app_id, site_name, who)
     backup = await ledger.find_backup(site_name, target_app_id, version_id)
     if backup is None:
         which = f"version {version_id}" if version_id else "any backup"
         raise PromoterError(f"{site_name}: no {which} of app {target_app_id} in the ledger")
     target = await site.read_app(site_name, target_app_id)
-    rollback_id = await ledger.open_rollback(site_name, target_app_id, backup, requested_by or "")
+    rollback_id = await ledger.open_rollback(site_name, target_app_id, backup, who)
     request = f"rollback:{flow_run.get_id()}"
-    work = settings.work_dir / upload_token(request, site_name)
+    slot = await ledger.upload_slot(request, site_name)
+    work = settings.work_dir / slot.token
     await run.ensure_limits({run.site_limit(site_name): settings.prefect.site_concurrency})
     try:
         restored = await fetch_backup(backup, work / "backup.qvf")
         async with run.holding(run.site_limit(site_name)):
             # A retried run gets its upload back even if the failed attempt deleted it.
-            upload = await upload_for(
-                site_name, restored, upload_name(target.name, upload_token(request, site_name))
-            )
+            upload = await upload_for(site_name, restored, target.name, slot)
             try:
                 await site.replace_app(site_name, upload.id, target_app_id)
             finally:

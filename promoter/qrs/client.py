@@ -50,7 +50,7 @@ from promoter.qrs.tls import closed_connection_hint, site_tls
 from promoter.qrs.transfer import CHUNK_BYTES, Progress, UploadBody, save_stream
 from promoter.settings import Settings, SiteSettings
 
-__all__ = ["QrsClient", "RetryPolicy", "new_xrfkey", "qlik_user_header"]
+__all__ = ["QrsClient", "RetryPolicy", "new_xrfkey", "not_our_upload", "qlik_user_header"]
 
 log = logging.getLogger("promoter.qrs")
 
@@ -60,7 +60,7 @@ QVF_MEDIA_TYPE = "application/vnd.qlik.sense.app"
 XRFKEY_ALPHABET = string.digits + string.ascii_letters
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
 # An upload that failed on our side may still have created the app; QRS stamps createdDate
-# with its own clock, which may lag ours.
+# with its own clock, which may lag ours by this much (more than NTP-synchronised servers drift).
 UPLOAD_CLOCK_SKEW = timedelta(minutes=2)
 _ENTITY = re.compile(r"^[A-Za-z]+$")
 
@@ -124,6 +124,24 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def not_our_upload(app: App, *, uploader: str, since: datetime, size: int | None) -> str | None:
+    """Why ``app`` cannot be the app that an upload as ``uploader`` made since ``since``; None if it can be.
+
+    Anyone may give an app any name, so a name proves nothing: our upload is owned by the account we
+    upload as (only an administrator can give an app to someone else), was created after the upload
+    began (less UPLOAD_CLOCK_SKEW), and holds the ``size`` bytes we sent (None: QRS keeps fewer, as
+    with keepdata=false).
+    """
+    if app.owner.account.casefold() != uploader.casefold():
+        return f"it is owned by {app.owner.account!r}, not by {uploader!r}"
+    if app.created_date is None or app.created_date < since - UPLOAD_CLOCK_SKEW:
+        created = format_qrs_time(app.created_date) if app.created_date else "at an unknown time"
+        return f"it was created {created}, before the upload began ({format_qrs_time(since)})"
+    if size is not None and app.file_size != size:
+        return f"it holds {app.file_size} bytes, the upload sent {size}"
+    return None
 
 
 def _entity_path(entity: str) -> str:
@@ -193,6 +211,11 @@ class QrsClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def account(self) -> str:
+        """DIRECTORY\\userid of the X-Qlik-User the calls run as: the owner of what we upload and copy."""
+        return f"{self.site.user_directory}\\{self.site.user_id}"
 
     # -- the one seam to httpx ---------------------------------------------------------------
 
@@ -441,16 +464,22 @@ class QrsClient:
         return received
 
     async def upload_app(
-        self, path: Path, name: str, *, keep_data: bool = True, progress: Progress | None = None
+        self,
+        path: Path,
+        name: str,
+        *,
+        keep_data: bool = True,
+        since: datetime | None = None,
+        progress: Progress | None = None,
     ) -> App:
         """Upload a QVF file as a new app called ``name``, streamed from disk; 201 gives the app.
 
-        Pass a unique name (flows use a temporary one): when an attempt fails, an app with
-        exactly that name created since the first attempt began is the upload that landed
-        unseen, and is adopted instead of uploading a second copy.
+        Pass a unique name (flows use a temporary one): when an attempt fails, an app with exactly
+        that name that passes ``not_our_upload`` (ours, created since ``since`` or this call, with
+        the file's size) is the upload that landed unseen, and is adopted instead of a second copy.
         """
         size = (await asyncio.to_thread(path.stat)).st_size
-        began = qrs_now() - UPLOAD_CLOCK_SKEW
+        began = since or qrs_now()
         attempts = self.retry.attempts
         for attempt in range(1, attempts + 1):
             body = UploadBody(path, progress)
@@ -468,7 +497,8 @@ class QrsClient:
                     raise
                 # With the whole file sent and no answer, QRS may still be importing it.
                 importing = exc.status is None and body.sent >= size
-                landed = await self._uploaded_since(name, began, patient=importing)
+                sent = size if keep_data else None
+                landed = await self._uploaded_since(name, began, sent, patient=importing)
                 if landed is not None:
                     return landed
                 if attempt == attempts:
@@ -483,14 +513,17 @@ class QrsClient:
             return read_model(App, data, site=self.name, method="POST", path="/qrs/app/upload", status=201)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _uploaded_since(self, name: str, began: datetime, *, patient: bool) -> App | None:
+    async def _uploaded_since(
+        self, name: str, began: datetime, size: int | None, *, patient: bool
+    ) -> App | None:
         """The app an unanswered upload created, if one did; ``patient`` looks again while it may appear."""
         looks = self.retry.attempts if patient else 1
         for look in range(1, looks + 1):
             found = [
                 app
                 for app in await self.apps(eq("name", name))
-                if app.name == name and app.created_date is not None and app.created_date >= began
+                if app.name == name
+                and not_our_upload(app, uploader=self.account, since=began, size=size) is None
             ]
             if found:
                 found.sort(key=lambda app: app.created_date or began)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from promoter.errors import QrsError, QrsNotFound
-from promoter.qrs.client import QrsClient
+from promoter.qrs.client import QrsClient, not_our_upload
 from promoter.qrs.filters import any_of, eq
 from promoter.qrs.models import App, Stream, TagCondensed, UserCondensed
+
+Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +39,30 @@ async def survey(
     return SiteSurvey(streams, tuple(by_id.values()))
 
 
-async def upload_once(qrs: QrsClient, path: Path, name: str) -> App:
-    """Upload under a unique name, adopting the app a previous attempt of this run already uploaded."""
+async def upload_once(qrs: QrsClient, path: Path, name: str, since: datetime, *, log: Log) -> App:
+    """Upload under the request's secret temporary name, adopting the upload an earlier attempt made.
+
+    ``since`` is when the request's first attempt was about to upload. Only an app that
+    ``not_our_upload`` accepts is adopted; any other app with the name is left alone, never
+    published, and reported, because someone who learnt the name made it.
+    """
+    size = (await asyncio.to_thread(path.stat)).st_size
+    ours: list[App] = []
     for app in await qrs.apps(eq("name", name)):
-        if app.name == name:
-            return app
-    return await qrs.upload_app(path, name)
+        if app.name != name:
+            continue
+        reason = not_our_upload(app, uploader=qrs.account, since=since, size=size)
+        if reason is None:
+            ours.append(app)
+        else:
+            log.warning(
+                "%s: app %s owned by %r has the name of our upload but is not ours (%s): not used;"
+                " an administrator should look at it",
+                qrs.name, app.id, app.owner.account, reason,
+            )  # fmt: skip
+    if ours:
+        return max(ours, key=lambda app: app.created_date or since)
+    return await qrs.upload_app(path, name, since=since)
 
 
 async def publish_copy(qrs: QrsClient, app_id: UUID, stream_id: UUID, name: str) -> App:

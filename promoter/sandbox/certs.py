@@ -80,6 +80,7 @@ def ensure_site_certificates(folder: Path, site: str, host: str) -> SiteCertific
         client = ca.issue_cert("qlikclient", common_name="QlikClient")
         client.cert_chain_pems[0].write_to_path(str(certs.client))
         client.private_key_pem.write_to_path(str(certs.client_key))
+    certs.client_key.chmod(0o600)  # for the service account alone, like a real key (qs-promoter warns)
     # Cheap (ECDSA) and always current for the address the site binds this time.
     server = ca.issue_cert(*server_identities(host, site), common_name=site)
     server.cert_chain_pems[0].write_to_path(str(certs.server))

@@ -3,6 +3,9 @@
 Sending happens on a background thread, so the QRS request that caused a change never waits for
 a callback. Changes that arrive within a short burst are batched into one POST per URL, as QRS
 does. A failed delivery is logged and recorded, never retried (QRS does not queue them either).
+An HTTPS callback is delivered only if its certificate verifies against what the site trusts: the
+system's CAs and the CAs given to ``trust_ca`` (a Qlik server trusts its Windows certificate
+store, and does not deliver to a callback whose certificate it does not trust).
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +37,7 @@ class Notifier:
         self.repository = repository
         self._queue: queue.Queue[Any] = queue.Queue()
         self._timeout = timeout
+        self._trusted = ssl.create_default_context()
         self._thread = threading.Thread(
             target=self._run, name=f"sandbox-notify-{repository.site}", daemon=True
         )
@@ -43,6 +49,10 @@ class Notifier:
     def stop(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
+
+    def trust_ca(self, ca_file: Path) -> None:
+        """Verify HTTPS callbacks against this CA (PEM) too, as if imported into the server's store."""
+        self._trusted.load_verify_locations(cafile=str(ca_file))
 
     def enqueue(self, url: str, change: dict[str, Any]) -> None:
         self._queue.put((url, dict(change)))
@@ -59,7 +69,7 @@ class Notifier:
             return
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self._timeout) as client:
+        with httpx.Client(timeout=self._timeout, verify=self._trusted) as client:
             while True:
                 item = self._queue.get()
                 if item is _STOP:

@@ -88,6 +88,11 @@ class SandboxSite:
         self._server.stop()
         self.notifier.stop()
 
+    def trust_ca(self, ca_file: Path) -> None:
+        """Deliver notifications to HTTPS callbacks whose certificate this CA (PEM) signed, as a Qlik
+        server does once the CA is in its Windows certificate store."""
+        self.notifier.trust_ca(ca_file)
+
     # ---- test controls, the in-process mirror of /sandbox/... ----------------------------------
 
     def _on_restart(self) -> None:

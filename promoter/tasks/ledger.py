@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from promoter.ledger import Backup, Ledger, SiteResult
 from promoter.outcome import SiteOutcome
 from promoter.planning import KnownTarget
+from promoter.provenance import UploadSlot
 from promoter.settings import load_settings
 
 LEDGER = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry_delay_seconds": 1}
@@ -23,7 +24,7 @@ async def in_ledger(work: Callable[[Ledger], T]) -> T:
     """Run ``work`` against the ledger in a thread: the database may wait on a lock, the flow must not."""
 
     def call() -> T:
-        with Ledger(load_settings().ledger_url) as ledger:
+        with Ledger(load_settings().ledger_url.get_secret_value()) as ledger:
             return work(ledger)
 
     return await asyncio.to_thread(call)
@@ -127,6 +128,12 @@ async def record_site(promotion_id: int, source_app_id: UUID, outcome: SiteOutco
         )
 
     await in_ledger(record)
+
+
+@task(name="upload-slot", task_run_name="upload-slot-{site}", **LEDGER)
+async def upload_slot(request_key: str, site: str) -> UploadSlot:
+    """The request's temporary upload name and start time on ``site``, recorded before the first upload."""
+    return await in_ledger(lambda ledger: ledger.upload_slot(request_key, site))
 
 
 @task(name="find-backup", task_run_name="find-backup-{site}-{target_app_id}", **LEDGER)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from email.message import EmailMessage
-from email.utils import getaddresses
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from promoter import mailer
 from promoter.ledger import Ledger
+from promoter.mail_headers import recipients
 from promoter.settings import load_settings
 from promoter.tasks.policy import TRANSIENT_RETRIES
 
@@ -34,14 +34,13 @@ async def send_email(request_key: str, kind: str, message: EmailMessage) -> bool
         log.info("email is disabled: %s not sent", kind)
         return False
     # One To header holds every address: count (and remember) addresses, not headers.
-    recipients = [
-        address for _, address in getaddresses([*message.get_all("To", []), *message.get_all("Cc", [])])
-    ]
-    if not recipients:
-        log.warning("no recipient address for the %s email: not sent", kind)
+    to = recipients(message)
+    if not to:
+        # Nobody to tell is no reason to fail a promotion: the flow warned which address was missing.
+        log.warning("no valid recipient address for the %s email: not sent", kind)
         return False
-    with Ledger(settings.ledger_url) as ledger:
-        if not ledger.claim_email(request_key, kind, recipients):
+    with Ledger(settings.ledger_url.get_secret_value()) as ledger:
+        if not ledger.claim_email(request_key, kind, to):
             log.info("the %s email was sent before: not sent again", kind)
             return False
         try:
@@ -49,5 +48,5 @@ async def send_email(request_key: str, kind: str, message: EmailMessage) -> bool
         except Exception:
             ledger.release_email(request_key, kind)
             raise
-    log.info("sent the %s email to %d recipient(s)", kind, len(recipients))
+    log.info("sent the %s email to %d recipient(s)", kind, len(to))
     return True

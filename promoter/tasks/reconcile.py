@@ -51,7 +51,7 @@ RECORD = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry
 
 
 def _record() -> ReconcileRecord:
-    return ReconcileRecord(load_settings().ledger_url)
+    return ReconcileRecord(load_settings().ledger_url.get_secret_value())
 
 
 @task(name="last-reconciled", **RECORD)
@@ -269,7 +269,7 @@ async def running_uploads() -> set[str]:
     settings = load_settings()
 
     def read() -> list[str]:
-        with ReconcileRecord(settings.ledger_url) as record:
+        with ReconcileRecord(settings.ledger_url.get_secret_value()) as record:
             return record.running()
 
     return running_upload_tokens(await asyncio.to_thread(read), settings.target_sites)

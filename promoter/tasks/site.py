@@ -6,10 +6,11 @@ redoes only the steps that failed (prefect-notes §5.4).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from promoter.errors import QrsNotFound
@@ -51,7 +52,10 @@ async def read_user(site: str, account: str) -> User | None:
 
 @task(name="read-email", task_run_name="read-email-{site}-{user_id}", **READ)
 async def read_email(site: str, user_id: UUID) -> str | None:
-    """The user's email address from the attribute named in the settings (None if absent)."""
+    """The text of the user's email attribute named in the settings (None if absent).
+
+    User input: it may hold several addresses, or none; ``addresses.parse_addresses`` reads it.
+    """
     attribute = load_settings().email.owner_email_attribute
     async with connect(site) as qrs:
         return await qrs.user_email(user_id, attribute)
@@ -76,10 +80,11 @@ async def export_app(site: str, app_id: UUID, dest: Path, skip_data: bool = Fals
 # Uploads are never retried here: the client repeats a failed upload only after checking that
 # it did not land, which a blind task-level repeat could not do.
 @task(name="upload-app", task_run_name="upload-{site}", **{**TRANSFER, "retries": 0})
-async def upload_app(site: str, path: Path, name: str) -> App:
-    """Upload the exported file once under a unique temporary name (adopted if a retry finds it)."""
+async def upload_app(site: str, path: Path, name: str, since: datetime) -> App:
+    """Upload the exported file once under the request's temporary name; an upload of ours that an
+    earlier attempt made since ``since`` is adopted, an app someone else gave that name never is."""
     async with connect(site) as qrs:
-        return await steps.upload_once(qrs, path, name)
+        return await steps.upload_once(qrs, path, name, since, log=get_run_logger())
 
 
 @task(name="publish-app", task_run_name="publish-{site}-{app_id}", **STEP)

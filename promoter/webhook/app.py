@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 
 from promoter.errors import SettingsError
-from promoter.settings import Settings
+from promoter.settings import Settings, WebhookSettings
 from promoter.webhook import health, routes
-from promoter.webhook.auth import mask_access_log, require_secret
-from promoter.webhook.health import LastCheck, PrefectProbe
+from promoter.webhook.auth import SourceCheck, mask_access_log, require_secret
+from promoter.webhook.health import HealthCache, LastCheck, PrefectProbe
 from promoter.webhook.outbox import Outbox
+from promoter.webhook.refusals import DEFAULT_INTERVAL_SECONDS, RefusalLog
 from promoter.webhook.state import WebhookState
 from promoter.webhook.submitter import DEFAULT_DEPLOYMENT, RelevanceCheck, SubmitPolicy, Submitter
 
@@ -53,6 +55,7 @@ def create_app(
     relevant: RelevanceCheck | None = None,
     last_subscription_check: LastCheck | None = None,
     submit_policy: SubmitPolicy | None = None,
+    refusal_summary_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> FastAPI:
     """The webhook application for these settings.
 
@@ -61,6 +64,9 @@ def create_app(
     - ``relevant``: optional cheap pre-check; entries it rejects are removed without a flow run.
     - ``last_subscription_check``: when the keeper last confirmed the subscriptions, for /healthz.
     - ``submit_policy``: concurrency, polling and backoff of the submitter.
+    - ``refusal_summary_seconds``: how often refused connections and requests are summed up in the log.
+
+    Serve it with ``promoter.webhook.serving`` (it guards the connections as well).
 
     Raises SettingsError at once for a missing or weak webhook.secret, or (with the default client
     factory) a missing PREFECT_API_URL.
@@ -70,6 +76,7 @@ def create_app(
         require_prefect_api_url()
     make_client = prefect_client_factory or default_prefect_client
     read_last_check = last_subscription_check or (lambda: None)
+    refusals = RefusalLog(refusal_summary_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[WebhookState]:
@@ -77,6 +84,7 @@ def create_app(
             outbox = Outbox(settings.webhook.outbox_path)
             await outbox.open()
             stack.push_async_callback(outbox.close)
+            stack.callback(refusals.flush)
             prefect = await stack.enter_async_context(make_client())
             submitter = Submitter(
                 outbox, prefect, deployment_name=deployment_name, relevant=relevant, policy=submit_policy
@@ -92,6 +100,7 @@ def create_app(
                 "outbox": outbox,
                 "submitter": submitter,
                 "prefect_probe": PrefectProbe(prefect),
+                "health": HealthCache(),
                 "last_subscription_check": read_last_check,
             }
 
@@ -99,13 +108,35 @@ def create_app(
         title="qs-promoter webhook",
         summary="Receives Qlik Sense QRS change notifications and turns them into Prefect flow runs.",
         lifespan=lifespan,
+        # A redirect would send the caller to whatever host its Host header names.
+        redirect_slashes=False,
     )
+    # What serving.prepare() and the routes read: the settings and the log of refusals.
+    app.state.webhook = settings.webhook
+    app.state.refusals = refusals
+    app.add_middleware(SourceCheck, webhook=settings.webhook, refusals=refusals)
     app.add_exception_handler(routes.Refused, _refused)
     app.include_router(routes.router)
     app.include_router(health.router)
     # uvicorn's access log would otherwise print the secret that is part of every callback path.
     mask_access_log()
+    app.openapi = _openapi_with_limits(app, settings.webhook)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_limits(app: FastAPI, webhook: WebhookSettings) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI document, with this webhook's cap on changes per notification in the body schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            operation = document["paths"][routes.NOTIFICATION_ROUTE]["post"]
+            # A copy: FastAPI put the route's own (shared, module-level) dict into the document.
+            body = operation["requestBody"] = copy.deepcopy(operation["requestBody"])
+            body["content"]["application/json"]["schema"]["maxItems"] = webhook.max_changes_per_notification
+        return app.openapi_schema
+
+    return openapi
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""Who may post notifications: the shared secret in the path, and the allowed source networks."""
+"""Who may post notifications and read the webhook's health: the secret in the path, the source networks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import re
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
-from promoter.errors import SettingsError
-from promoter.settings import WebhookSettings
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-MIN_SECRET_LENGTH = 16
+from promoter.errors import SettingsError
+from promoter.settings import WEBHOOK_SECRET_MIN_LENGTH, WebhookSettings
+from promoter.webhook.refusals import RefusalLog
+
+MIN_SECRET_LENGTH = WEBHOOK_SECRET_MIN_LENGTH  # the settings refuse a shorter one; here: an empty one
 # The secret travels as a URL path segment, so it must need no percent-encoding.
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 # Whatever follows /qrs/ in a path is (or is meant to be) the secret, right or wrong.
@@ -39,8 +43,11 @@ def secret_matches(given: str, expected: str) -> bool:
 
 def source_allowed(host: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
     """True when no networks are configured, or the peer address lies in one of them."""
-    if not networks:
-        return True
+    return not networks or in_networks(host, networks)
+
+
+def in_networks(host: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    """True when the peer address lies in one of ``networks`` (never for an empty list)."""
     if host is None:
         return False
     try:
@@ -51,6 +58,48 @@ def source_allowed(host: str | None, networks: Sequence[IPv4Network | IPv6Networ
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return any(address.ipv4_mapped in network for network in networks)
     return any(address in network for network in networks)
+
+
+def monitoring_allowed(host: str | None, webhook: WebhookSettings) -> bool:
+    """May this source read /healthz and the API docs? allowed_networks may, and so may monitoring_networks.
+
+    It is also who may connect at all: everyone else is refused before a byte is read.
+    """
+    return source_allowed(host, webhook.allowed_networks) or in_networks(host, webhook.monitoring_networks)
+
+
+def is_notification_path(path: str) -> bool:
+    """True for the paths QRS posts to (and any guess at them): everything under /qrs."""
+    return path == "/qrs" or path.startswith("/qrs/")
+
+
+class SourceCheck:
+    """ASGI middleware: 403 for a caller outside the networks its path is for, before any route runs.
+
+    Notifications come only from allowed_networks; /healthz and the docs also answer
+    monitoring_networks (a load balancer, this machine). Refusals are summed up, not logged one by one.
+    """
+
+    def __init__(self, app: ASGIApp, webhook: WebhookSettings, refusals: RefusalLog) -> None:
+        self.app = app
+        self.webhook = webhook
+        self.refusals = refusals
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            client = scope.get("client")
+            host = client[0] if client else None
+            if is_notification_path(scope["path"]):
+                allowed = source_allowed(host, self.webhook.allowed_networks)
+                reason = "notification from outside allowed_networks"
+            else:
+                allowed = monitoring_allowed(host, self.webhook)
+                reason = "health or docs request from outside allowed_networks and monitoring_networks"
+            if not allowed:
+                self.refusals.refused(reason, host)
+                await Response(status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def mask_secret(path: str) -> str:

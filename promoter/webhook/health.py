@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from promoter.webhook.outbox import OutboxUnavailable
-from promoter.webhook.state import webhook_state
+from promoter.webhook.state import WebhookState, webhook_state
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 LastCheck = Callable[[], datetime | None]
+Answer = tuple[dict[str, Any], int]  # the JSON body and the status code
 
 
 class Health(BaseModel):
@@ -68,10 +69,36 @@ class PrefectProbe:
             return False
 
 
+class HealthCache:
+    """The last health answer, reused for ``ttl_seconds``: however often /healthz is asked, the
+    outbox and the ledger (the last subscription check) are read at most once per period."""
+
+    def __init__(self, ttl_seconds: float = 1.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._answer: Answer | None = None
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def answer(self, compute: Callable[[], Awaitable[Answer]]) -> Answer:
+        async with self._lock:  # concurrent checks wait for one computation and share it
+            if self._answer is None or time.monotonic() - self._at >= self.ttl_seconds:
+                self._answer = await compute()
+                self._at = time.monotonic()
+            return self._answer
+
+
 @router.get("/healthz", response_model=Health, summary="Outbox depth, Prefect reachability, submitter state")
 async def healthz(request: Request) -> JSONResponse:
-    """200 while notifications can be accepted and submitted; 503 if the outbox or submitter is broken."""
+    """200 while notifications can be accepted and submitted; 503 if the outbox or submitter is broken.
+
+    Answered to allowed_networks and monitoring_networks only, and at most once a second afresh.
+    """
     state = webhook_state(request)
+    body, status = await state["health"].answer(lambda: _check(state))
+    return JSONResponse(body, status_code=status)
+
+
+async def _check(state: WebhookState) -> Answer:
     submitter = state["submitter"]
     depth: int | None = None
     age: float | None = None
@@ -96,4 +123,4 @@ async def healthz(request: Request) -> JSONResponse:
         last_submit_error=submitter.last_error,
         last_subscription_check=last_check,
     )
-    return JSONResponse(health.model_dump(mode="json"), status_code=200 if healthy else 503)
+    return health.model_dump(mode="json"), 200 if healthy else 503

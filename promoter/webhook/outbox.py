@@ -9,6 +9,11 @@ on each other's locks. Appends that arrive while a commit is running are committ
 send a notification twice, so a commit must survive a power cut, not just a process crash
 (NORMAL in WAL mode may lose the last commits on power loss). FULL costs one WAL flush per
 commit, measured at about 0.4 ms here, shared by every append of a batch.
+
+At most ``max_waiting_per_app`` entries wait per app and kind: one flow run covers all of them
+(the submitter keys it by what QRS says, not by the entries), so older ones beyond that carry
+nothing and are dropped when a newer one arrives. Dropping the oldest, never the newest, keeps a
+notice that came in after a submission began waiting for the next one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+MAX_WAITING_PER_APP = 20
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,    -- never reused, so an id in a log stays unique
@@ -89,7 +95,7 @@ class PendingChange:
 
     app_id: str
     kind: ChangeKind
-    modified_date: str  # the newest of them
+    modified_date: str  # the newest the senders claim: shown, never trusted (see submitter.idempotency_key)
     ids: tuple[int, ...]
     attempts: int  # the most attempts any of them has had
 
@@ -112,8 +118,9 @@ class _Append:
 class Outbox:
     """The durable queue between the webhook route and the submitter; ``await open()`` before use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_waiting_per_app: int = MAX_WAITING_PER_APP) -> None:
         self.path = path
+        self.max_waiting_per_app = max_waiting_per_app
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None  # created and used only in the outbox thread
         self._waiting: list[_Append] = []
@@ -233,6 +240,8 @@ class Outbox:
                 ids = [
                     [self._insert(db, notice, item.received_at) for notice in item.notices] for item in batch
                 ]
+                for app_id, kind in {(n.app_id, n.kind) for item in batch for n in item.notices}:
+                    self._keep_newest(db, app_id, kind)
         except (sqlite3.Error, OutboxUnavailable) as exc:
             for item in batch:  # each waiting request gets its own exception object
                 item.done.set_exception(OutboxUnavailable(f"outbox {self.path}: {exc}"))
@@ -248,6 +257,15 @@ class Outbox:
             (notice.app_id, notice.kind, notice.modified_date, received_at, notice.payload, received_at),
         )
         return cast(int, cursor.lastrowid)
+
+    def _keep_newest(self, db: sqlite3.Connection, app_id: str, kind: str) -> None:
+        dropped = db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+            " WHERE app_id = ? AND kind = ? AND flow_run_id IS NULL ORDER BY id DESC LIMIT -1 OFFSET ?)",
+            (app_id, kind, self.max_waiting_per_app),
+        ).rowcount
+        if dropped:
+            log.debug("dropped %d older waiting notice(s) for %s %s", dropped, kind, app_id)
 
     def _write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._transaction() as db:

@@ -1,16 +1,21 @@
-"""The cheap check that keeps irrelevant app changes out of Prefect: one QRS read and the pure rules."""
+"""The cheap check that keeps irrelevant app changes out of Prefect: QRS reads and the pure rules.
+
+It is also where the submitter learns the app's modifiedDate from QRS itself, which keys the
+flow run: a notification's body says what a sender claims, the app in QRS what happened.
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from promoter.approval import is_relevant
+from promoter.approval import Action, decide_publish_alert, is_relevant
 from promoter.errors import QrsError, QrsNotFound
 from promoter.qrs.client import QrsClient
+from promoter.qrs.models import App, Stream, format_qrs_time
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
 from promoter.webhook.callbacks import ChangeKind
-from promoter.webhook.submitter import RelevanceCheck
+from promoter.webhook.submitter import Relevance, RelevanceCheck
 
 # A pre-filter must be cheap: when QRS does not answer at once, the change goes on to the flow,
 # which has the patient retries.
@@ -18,26 +23,42 @@ ONE_TRY = RetryPolicy(attempts=1)
 
 
 def qrs_relevance(settings: Settings) -> RelevanceCheck:
-    """A check for the submitter: is this change worth a flow run?
+    """A check for the submitter: is this change worth a flow run, and what is the app's modifiedDate?
 
     Most app updates on a busy site (edits, reloads of untagged apps) carry none of the
     promotion properties and no reload tag; they are dropped here with the reason logged.
-    Publishes always pass: whether the stream alerts its approvers is the flow's decision.
-    When QRS cannot be read, the change passes too, and the flow applies the full rules.
+    A publish passes only when it may alert: the app is published to a stream that has
+    EmailAlertOnPublishTo, with email on and approvers configured (the flow's own rule).
+    When QRS cannot be read, the change passes, and the flow applies the full rules.
     """
 
-    async def relevant(app_id: str, kind: ChangeKind) -> tuple[bool, str]:
-        if kind == "published":
-            return True, "a publish may alert the stream's approvers"
+    async def relevant(app_id: str, kind: ChangeKind) -> Relevance:
         try:
             async with QrsClient.for_site(settings, "source", retry=ONE_TRY) as qrs:
                 app = await qrs.get_app(UUID(app_id))
+                stream = await _publish_stream(qrs, app) if kind == "published" else None
         except QrsNotFound:
-            return False, "the app no longer exists"
+            return Relevance(False, "the app no longer exists")
         except QrsError as exc:
-            return True, f"the app could not be read ({exc.status or 'no answer'}); the flow decides"
+            return Relevance(True, f"QRS could not be read ({exc.status or 'no answer'}); the flow decides")
+        modified = format_qrs_time(app.modified_date) if app.modified_date is not None else None
+        if kind == "published":
+            decision = decide_publish_alert(app, stream, settings)
+            return Relevance(decision.action is Action.ALERT_PUBLISH, decision.reason, modified)
         if is_relevant(app, settings):
-            return True, "the app carries promotion properties or the reload tag"
-        return False, "the app carries none of the promotion properties and not the reload tag"
+            return Relevance(True, "the app carries promotion properties or the reload tag", modified)
+        return Relevance(
+            False, "the app carries none of the promotion properties and not the reload tag", modified
+        )
 
     return relevant
+
+
+async def _publish_stream(qrs: QrsClient, app: App) -> Stream | None:
+    """The stream the app is published to, read in full (its custom properties), or None."""
+    if not app.published or app.stream is None:
+        return None
+    try:
+        return await qrs.get_stream(app.stream.id)
+    except QrsNotFound:
+        return None  # deleted meanwhile: decide_publish_alert says the stream could not be read

@@ -7,7 +7,7 @@ milliseconds even when Prefect is slow or down.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
@@ -15,16 +15,19 @@ from pydantic import BaseModel, TypeAdapter
 from starlette.requests import ClientDisconnect
 
 from promoter.errors import IntakeError
-from promoter.intake import parse_changes
+from promoter.intake import TooManyChanges, parse_changes
 from promoter.qrs.models import Change, ChangeType, format_qrs_time, qrs_now
-from promoter.webhook.auth import mask_secret, secret_matches, source_allowed
+from promoter.webhook.auth import mask_secret, secret_matches
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Notice, OutboxUnavailable
+from promoter.webhook.refusals import RefusalLog
 from promoter.webhook.state import webhook_state
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+NOTIFICATION_ROUTE = "/qrs/{secret}/app-{kind}"
 
 
 class Ack(BaseModel):
@@ -42,23 +45,39 @@ class Refused(Exception):
 
 
 async def authorize(request: Request, secret: str) -> None:
-    """403 for a source outside webhook.allowed_networks, then 401 for a wrong secret."""
+    """401 for a wrong secret (the source network was checked before: auth.SourceCheck)."""
     # async although it never awaits: FastAPI runs a sync dependency in its thread pool.
-    state = webhook_state(request)
-    host = request.client.host if request.client else None
-    if not source_allowed(host, state["settings"].allowed_networks):
-        log.warning("refused %s from %s: network not allowed", mask_secret(request.url.path), host)
-        raise Refused(403)
-    if not secret_matches(secret, state["secret"]):
-        log.warning("refused %s from %s: wrong secret", mask_secret(request.url.path), host)
+    if not secret_matches(secret, webhook_state(request)["secret"]):
+        _refusals(request).refused("notification with a wrong secret", _source(request))
         raise Refused(401)
 
 
-_BODY_SCHEMA = TypeAdapter(list[Change]).json_schema(by_alias=True)
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with each ``#/$defs/...`` reference replaced by its definition (non-recursive models).
+
+    Embedded in the OpenAPI document, such a reference would point at the document's root,
+    where there are no $defs.
+    """
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return cast(dict[str, Any], inline(schema))
+
+
+BODY_SCHEMA = inline_definitions(TypeAdapter(list[Change]).json_schema(by_alias=True))
 
 
 @router.post(
-    "/qrs/{secret}/app-{kind}",
+    NOTIFICATION_ROUTE,
     summary="Receive a QRS change notification",
     response_model=Ack,
     dependencies=[Depends(authorize)],
@@ -66,12 +85,15 @@ _BODY_SCHEMA = TypeAdapter(list[Change]).json_schema(by_alias=True)
         400: {"description": "The body is not a JSON array of change objects"},
         401: {"description": "Wrong secret (empty body)"},
         403: {"description": "Source address not in webhook.allowed_networks (empty body)"},
-        413: {"description": "Body larger than webhook.max_body_bytes"},
+        413: {
+            "description": "Body larger than webhook.max_body_bytes, or more changes than "
+            "webhook.max_changes_per_notification"
+        },
         415: {"description": "Content-Type is not application/json"},
         503: {"description": "The outbox could not store the notification"},
     },
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BODY_SCHEMA}}}
     },
 )
 async def receive_changes(
@@ -91,7 +113,10 @@ async def receive_changes(
     if body is None:
         return _problem(413, f"body larger than {state['settings'].max_body_bytes} bytes")
     try:
-        changes = parse_changes(body)
+        changes = parse_changes(body, max_changes=state["settings"].max_changes_per_notification)
+    except TooManyChanges as exc:
+        _refusals(request).refused("notification with too many changes", _source(request))
+        return _problem(413, str(exc))
     except IntakeError as exc:
         log.info("rejected notification on %s: %s", mask_secret(request.url.path), exc)
         return _problem(400, str(exc))
@@ -111,11 +136,16 @@ async def receive_changes(
 @router.post("/qrs/{rest:path}", include_in_schema=False)
 async def refuse_unknown(request: Request) -> Response:
     """Anything else under /qrs/ (for example a missing secret) is refused like a wrong secret."""
-    state = webhook_state(request)
-    host = request.client.host if request.client else None
-    status = 401 if source_allowed(host, state["settings"].allowed_networks) else 403
-    log.warning("refused %s from %s", mask_secret(request.url.path), host)
-    return Response(status_code=status)
+    _refusals(request).refused("notification to an unknown path", _source(request))
+    return Response(status_code=401)
+
+
+def _refusals(request: Request) -> RefusalLog:
+    return cast(RefusalLog, request.app.state.refusals)
+
+
+def _source(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _wanted(change: Change) -> bool:

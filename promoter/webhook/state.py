@@ -13,7 +13,7 @@ from promoter.webhook.outbox import Outbox
 from promoter.webhook.submitter import Submitter
 
 if TYPE_CHECKING:
-    from promoter.webhook.health import PrefectProbe
+    from promoter.webhook.health import HealthCache, PrefectProbe
 
 
 class WebhookState(TypedDict):
@@ -24,6 +24,7 @@ class WebhookState(TypedDict):
     outbox: Outbox
     submitter: Submitter
     prefect_probe: PrefectProbe
+    health: HealthCache
     last_subscription_check: Callable[[], datetime | None]
 
 

@@ -2,8 +2,12 @@
 
 It runs as a background task of the webhook (or on its own, see ``Submitter.run``). Bursts of
 notifications for the same app and kind become one flow run. The idempotency key
-``{kind}:{app_id}:{modifiedDate}`` makes a repeated submission (a retry after a timeout, a
-restart, a duplicate notification) return the run that already exists instead of a second one.
+``{kind}:{app_id}:{modifiedDate}``, with the app's modifiedDate as QRS reports it when the
+relevance check reads the app, makes a repeated submission (a retry after a timeout, a restart, a
+duplicate notification) return the run that already exists instead of a second one. A sender's
+payload never sets the key: a forged modifiedDate could otherwise fold a real change into an old
+run. Without that read the key is the newest outbox entry's id (a duplicate may then get its own
+run; the flow acts on each request once anyway).
 While the Prefect API is slow, answering 503 or down, entries stay in the outbox and the
 submitter backs off exponentially with jitter; an entry is marked done only once its flow run
 exists.
@@ -34,8 +38,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEPLOYMENT = "handle-app-change/qs-promoter"
 
-# (app_id, kind) -> (worth a flow run?, reason). The lead's check reads the app once from QRS.
-RelevanceCheck = Callable[[str, ChangeKind], Awaitable[tuple[bool, str]]]
+
+@dataclass(frozen=True, slots=True)
+class Relevance:
+    """The pre-check's answer for one app and kind."""
+
+    relevant: bool  # worth a flow run
+    reason: str
+    modified_date: str | None = None  # the app's modifiedDate as QRS reports it; None when not read
+
+
+# (app_id, kind) -> Relevance. The production check (relevance.qrs_relevance) reads the app from QRS.
+RelevanceCheck = Callable[[str, ChangeKind], Awaitable[Relevance]]
+NOT_CHECKED = Relevance(True, "no relevance check")
 
 
 class DeploymentMissing(Exception):
@@ -59,14 +74,17 @@ class SubmitPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def idempotency_key(change: PendingChange) -> str:
-    """One flow run per app, kind and modifiedDate: Prefect returns the existing run for a known key."""
-    return f"{change.kind}:{change.app_id}:{change.modified_date}"
+def idempotency_key(change: PendingChange, qrs_modified: str | None) -> str:
+    """One flow run per app, kind and modifiedDate as QRS says: Prefect returns the existing run for a
+    known key. Without QRS's word, one per newest outbox entry: never a date a sender wrote."""
+    if qrs_modified is not None:
+        return f"{change.kind}:{change.app_id}:{qrs_modified}"
+    return f"{change.kind}:{change.app_id}:outbox-{max(change.ids)}"
 
 
-def flow_parameters(change: PendingChange) -> dict[str, str]:
+def flow_parameters(change: PendingChange, key: str) -> dict[str, str]:
     """The parameters of handle-app-change: what changed, how, and which notification (no secrets)."""
-    return {"app_id": change.app_id, "trigger": change.kind, "change_id": idempotency_key(change)}
+    return {"app_id": change.app_id, "trigger": change.kind, "change_id": key}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -177,20 +195,21 @@ class Submitter:
         return None
 
     async def _handle(self, change: PendingChange) -> int:
-        skip_reason = await self._skip_reason(change)
-        if skip_reason is not None:
+        relevance = await self._relevance(change)
+        if not relevance.relevant:
             await self.outbox.remove(change.ids)
             log.info(
                 "no flow run for %s %s (%d notification(s)): %s",
                 change.kind,
                 change.app_id,
                 len(change.ids),
-                skip_reason,
+                relevance.reason,
             )
             return 0
+        key = idempotency_key(change, relevance.modified_date)
         try:
             async with asyncio.timeout(self.policy.attempt_timeout_seconds):
-                run = await self._create_flow_run(change)
+                run = await self._create_flow_run(change, key)
         except Exception as exc:  # any failure keeps the entries: nothing accepted is ever lost
             await self._postpone(change, exc)
             return 0
@@ -209,13 +228,13 @@ class Submitter:
         )
         return 1
 
-    async def _skip_reason(self, change: PendingChange) -> str | None:
-        """The relevance check's reason to skip, or None to submit (also when the check itself fails)."""
+    async def _relevance(self, change: PendingChange) -> Relevance:
+        """The relevance check's answer; relevant, with no date from QRS, when there is none or it fails."""
         if self.relevant is None:
-            return None
+            return NOT_CHECKED
         try:
             async with asyncio.timeout(self.policy.attempt_timeout_seconds):
-                relevant, reason = await self.relevant(change.app_id, change.kind)
+                return await self.relevant(change.app_id, change.kind)
         except Exception:
             # The flow applies the full rules anyway; a failed pre-check must not drop a change.
             log.warning(
@@ -224,24 +243,23 @@ class Submitter:
                 change.app_id,
                 exc_info=True,
             )
-            return None
-        return None if relevant else reason
+            return Relevance(True, "the relevance check failed")
 
-    async def _create_flow_run(self, change: PendingChange) -> FlowRun:
+    async def _create_flow_run(self, change: PendingChange, key: str) -> FlowRun:
         deployment_id = await self._resolve_deployment()
         try:
-            return await self._create(deployment_id, change)
+            return await self._create(deployment_id, change, key)
         except (httpx.HTTPStatusError, ObjectNotFound) as exc:
             if _status(exc) != 404:
                 raise
         # The deployment was deleted and applied again under a new id: look the name up once more.
         log.info("deployment %s (%s) is gone; looking its name up again", self.deployment_name, deployment_id)
         self._deployment_id = None
-        return await self._create(await self._resolve_deployment(), change)
+        return await self._create(await self._resolve_deployment(), change, key)
 
-    async def _create(self, deployment_id: UUID, change: PendingChange) -> FlowRun:
+    async def _create(self, deployment_id: UUID, change: PendingChange, key: str) -> FlowRun:
         return await self.prefect.create_flow_run_from_deployment(
-            deployment_id, parameters=flow_parameters(change), idempotency_key=idempotency_key(change)
+            deployment_id, parameters=flow_parameters(change, key), idempotency_key=key
         )
 
     async def _resolve_deployment(self) -> UUID:

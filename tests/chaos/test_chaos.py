@@ -272,7 +272,7 @@ def promoted_after(chaos: Chaos, keys: list[str], since: float) -> str:
 
     from promoter.ledger import handled
 
-    with Ledger(chaos.settings.ledger_url) as ledger, ledger.engine.connect() as conn:
+    with Ledger(chaos.settings.ledger_url.get_secret_value()) as ledger, ledger.engine.connect() as conn:
         query = sa.select(handled.c.finished_at).where(
             handled.c.key.in_(keys), handled.c.outcome == "promoted"
         )
@@ -282,7 +282,7 @@ def promoted_after(chaos: Chaos, keys: list[str], since: float) -> str:
 
 def settled(chaos: Chaos, approvals: list[Approval]) -> bool:
     """Every request promoted in the ledger, no change run left to run, no temporary app on a target."""
-    with Ledger(chaos.settings.ledger_url) as ledger:
+    with Ledger(chaos.settings.ledger_url.get_secret_value()) as ledger:
         if any(ledger.outcome(a.key) != "promoted" for a in approvals):
             return False
     if any(state(r) in ACTIVE for r in chaos.prefect(handle_runs)):
@@ -395,7 +395,7 @@ def check(chaos: Chaos, approvals: list[Approval], seeded: dict[tuple[str, str],
     }
     temporary = [f"{site}: {a.name}" for site in TARGETS for a in on_site[site] if TEMPORARY in a.name]
     problems += [f"temporary app left on {t}" for t in temporary]
-    ledger = Ledger(chaos.settings.ledger_url)
+    ledger = Ledger(chaos.settings.ledger_url.get_secret_value())
     try:
         for approval in approvals:
             name = approval.app.name

@@ -27,6 +27,7 @@ from promoter.settings import Settings, WebhookSettings, write_settings
 # Prefect's in-process engine leaves sockets of its own API clients (log and event workers,
 # per-loop client cache) to the garbage collector when a test's event loop closes. That is
 # Prefect's, not ours; our own clients are checked for leaks in tests/qrs and tests/sandbox.
+# tests/conftest.py collects the garbage as each such test ends, so no later test gets the warning.
 IN_PROCESS_FLOWS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
@@ -44,7 +45,7 @@ class Stage:
     _files: Iterator[int] = field(default_factory=itertools.count)
 
     def ledger(self) -> Ledger:
-        return Ledger(self.settings.ledger_url)
+        return Ledger(self.settings.ledger_url.get_secret_value())
 
     def site(self, name: str) -> SandboxSite:
         return self.sandbox.sites[name]
@@ -140,7 +141,7 @@ def stage(
         update={
             "email": smtp_server.settings(enabled=True),
             "versioning": s3_server.settings(enabled=True),
-            "webhook": WebhookSettings(secret=SecretStr("e2e-webhook-secret-0123456789")),
+            "webhook": WebhookSettings(secret=SecretStr("e2e-webhook-secret-0123456789abc")),
             "work_dir": tmp_path / "work",
         }
     )

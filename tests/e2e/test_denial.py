@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from promoter.approval import approval_key
 from promoter.flows.handle import handle_app_change
-from promoter.sandbox.world import REP
+from promoter.sandbox.world import MANAGER, REP, set_properties
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 
 pytestmark = IN_PROCESS_FLOWS
@@ -52,3 +52,27 @@ async def test_without_auto_unpublish_a_denied_app_stays_published_without_its_p
     )
     assert not PROMOTION_PROPERTIES & {cp.definition.name for cp in same.custom_properties}
     assert [str(m["Subject"]) for m in stage.mails()] == ['[qs-promoter] Denied: "Forecast"']
+
+
+async def test_a_deny_by_a_user_without_can_promote_changes_nothing(stage: Stage) -> None:
+    """The rep (no CanPromote) sets Deny on the manager's published app: it stays published with the same
+    id and its properties, no copy is made, the ledger says "refused", and the denial's refusal is emailed
+    to the owner and the rep."""
+    app = await stage.publish("Forecast", person=MANAGER)
+    denied = await set_properties(stage.settings, REP, app.id, stage.world, {"PromotionApproval": ["Deny"]})
+
+    reason = await handle_app_change(app.id, "updated")
+
+    (same,) = await stage.apps("source")
+    assert (same.id, same.published, same.stream.id if same.stream else None) == (
+        app.id,
+        True,
+        stage.world.sales_stream_id,
+    )
+    assert [cp.value for cp in same.custom_properties] == ["Deny"]
+    with stage.ledger() as ledger:
+        assert ledger.outcome(approval_key(denied, stage.settings)) == "refused", reason
+    (refusal,) = stage.mails()
+    assert str(refusal["Subject"]) == '[qs-promoter] Denial refused: "Forecast"'
+    assert MANAGER.email in str(refusal["To"]) and REP.email in str(refusal["To"])
+    assert "ACME\\rep does not have CanPromote" in refusal.get_body(("plain",)).get_content()

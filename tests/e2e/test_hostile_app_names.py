@@ -10,7 +10,7 @@ from email.parser import BytesParser
 import pytest
 
 from promoter.flows.handle import handle_app_change
-from promoter.mail import one_line
+from promoter.mail_headers import one_line
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 
 pytestmark = IN_PROCESS_FLOWS

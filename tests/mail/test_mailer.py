@@ -30,6 +30,18 @@ APP = AppSummary(
     "https://qlik.example.com/sense/app/6f0f4d5e-2b1a-4c3d-9e8f-0a1b2c3d4e5f",
 )
 
+OUR_HEADERS = [
+    "Subject",
+    "From",
+    "To",
+    "Date",
+    "Message-ID",
+    "Auto-Submitted",
+    "X-Qlik-App-Id",
+    "MIME-Version",
+    "Content-Type",
+]
+
 
 def approval(sender: str, to: str = "owner@example.com") -> EmailMessage:
     return render_approval(APP, approver="Mary Manager", sender=sender, to=[to])
@@ -61,6 +73,46 @@ def test_hostile_app_name_does_not_add_recipients_or_headers(smtp_server: SmtpSa
     assert "Bcc" not in received.message
     header_block = received.raw.split(b"\r\n\r\n", 1)[0]
     assert not any(line.lower().startswith(b"bcc") for line in header_block.split(b"\r\n"))
+
+
+def test_encoded_words_in_names_arrive_as_text_not_as_headers(smtp_server: SmtpSandbox) -> None:
+    """Through a real SMTP conversation: an app name and an owner's display name made of encoded words
+    that decode to "\\r\\nBcc: ..." arrive as text, with exactly our headers and recipients."""
+    settings = smtp_server.settings(sender="Qlik promotions <qs-promoter@sandbox.test>")
+    name = "Q3=?utf-8?q?=0D=0ABcc=3A_rep=40evil.example=0D=0AReply-To=3A_rep=40evil.example?="
+    owner = "=?utf-8?q?Pat=0D=0ABcc:_x@evil.example?= <owner@example.com>"
+    hostile = AppSummary(APP.app_id, name, "Bob", "Sales", APP.link)
+
+    send(
+        render_approval(hostile, approver="Mary", sender=settings.sender, to=[owner, "mgr@example.com"]),
+        settings,
+    )
+
+    [received] = smtp_server.wait_for(1)
+    message = received.message
+    assert (received.mail_from, received.rcpt_tos) == (
+        "qs-promoter@sandbox.test",
+        ("owner@example.com", "mgr@example.com"),
+    )
+    assert list(message.keys()) == OUR_HEADERS
+    assert str(message["Subject"]) == f'[qs-promoter] Approved: "{name}"'
+    assert [(a.display_name, a.addr_spec) for a in message["To"].addresses] == [
+        ("=?utf-8?q?Pat=0D=0ABcc:_x@evil.example?=", "owner@example.com"),
+        ("", "mgr@example.com"),
+    ]
+    assert [(a.display_name, a.addr_spec) for a in message["From"].addresses] == [
+        ("Qlik promotions", "qs-promoter@sandbox.test")
+    ]
+
+
+def test_a_message_without_recipients_is_not_sent(smtp_server: SmtpSandbox) -> None:
+    """A message with no recipient (its owner has no address) is a MailError before any connection."""
+    settings = smtp_server.settings()
+
+    with pytest.raises(MailError, match="no recipient") as caught:
+        send(render_approval(APP, approver="Mary", sender=settings.sender, to=[]), settings)
+
+    assert (caught.value.step, caught.value.transient, smtp_server.messages) == ("send", False, [])
 
 
 def test_wrong_password_is_a_mail_error_without_the_password(smtp_server: SmtpSandbox) -> None:

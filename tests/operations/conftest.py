@@ -95,7 +95,9 @@ def keeper_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
     """Settings whose callback URLs point at the receiver; also the settings file flows read (QSP_CONFIG)."""
-    webhook = WebhookSettings(public_base_url=receiver.url, secret=SecretStr("keeper-secret-0123456789"))
+    webhook = WebhookSettings(
+        public_base_url=receiver.url, secret=SecretStr("keeper-secret-0123456789abcdefgh")
+    )
     settings = sandbox_settings.model_copy(update={"webhook": webhook})
     config = write_settings(settings, tmp_path / "qs-promoter.toml")
     monkeypatch.setenv("QSP_CONFIG", str(config))

@@ -21,7 +21,7 @@ from promoter.settings import Settings, WebhookSettings, write_settings
 from promoter.webhook.app import create_app
 from tests.fixtures.deployments import Registration
 
-SECRET = "doctor-secret-0123456789abcdef"
+SECRET = "doctor-secret-0123456789abcdefgh"
 
 
 @pytest.fixture
@@ -119,8 +119,10 @@ def test_each_kind_of_failure_is_reported_with_a_fix(
         if line.startswith("FAIL")
     }
     fixes = [line for line in result.output.splitlines() if line.strip().startswith("fix:")]
-    assert result.exit_code == 1
-    assert sorted(failed) == ["Prefect API", "S3", "SMTP", "prod QRS", "test certificates", "webhook"]
+    assert result.exit_code == 1, result.output
+    assert sorted(failed) == ["Prefect API", "S3", "SMTP", "prod QRS", "test certificates", "webhook"], (
+        result.output
+    )
     assert len(fixes) == len(failed)
     assert "client.pem missing" in failed["test certificates"]
     assert "qs-promoter up" in result.output  # the Prefect and webhook fixes

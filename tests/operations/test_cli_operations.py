@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import re
+import socket
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -14,13 +15,16 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from promoter.cli import app
+from promoter.cli.operations import current_account
 from promoter.deployments.stack import free_port
 from promoter.ledger import Ledger
 from promoter.sandbox.server import Sandbox
-from promoter.settings import Settings, write_settings
+from promoter.settings import Settings, SiteSettings, write_settings
 from tests.fixtures.deployments import Registration
 
 RUN_URL = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
+# What a run started by these commands records as who started it, beside any --requested-by.
+CLI_USER = f"{current_account()} on {socket.gethostname()} (qs-promoter CLI)"
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def test_promote_starts_a_new_run_of_promote_app_each_time(
         "sites": ["test"],
         "streams": ["Everyone"],
         "mode": "duplicate",
-        "requested_by": "ACME\\admin",
+        "requested_by": f"ACME\\admin, started by {CLI_USER}",
     }
     assert runs[0]["key"] != runs[1]["key"]
     assert f"{registered_deployments.api_url.removesuffix('/api')}/runs/flow-run/" in first.output
@@ -92,7 +96,8 @@ def test_promote_without_a_prefect_server_says_what_to_start(config: Path) -> No
 
 
 def test_rollback_starts_a_run_of_rollback_app(registered_deployments: Registration, config: Path) -> None:
-    """`rollback SITE APP_ID --version V` runs rollback-app/qs-promoter for that target app and version."""
+    """`rollback SITE APP_ID --version V` runs rollback-app/qs-promoter for that target app and version,
+    recording the OS account and host that started it."""
     target = uuid4()
 
     result = CliRunner().invoke(
@@ -105,13 +110,14 @@ def test_rollback_starts_a_run_of_rollback_app(registered_deployments: Registrat
     assert run["parameters"]["site_name"] == "prod"
     assert run["parameters"]["target_app_id"] == str(target)
     assert run["parameters"]["version_id"] == "v-42"
+    assert run["parameters"]["requested_by"] == CLI_USER
 
 
 def test_audit_export_writes_one_row_per_promoted_site(
     sandbox_settings: Settings, config: Path, tmp_path: Path
 ) -> None:
     """`audit export --csv FILE` writes the ledger as CSV (header first), one row per site."""
-    with Ledger(sandbox_settings.ledger_url) as ledger:
+    with Ledger(sandbox_settings.ledger_url.get_secret_value()) as ledger:
         promotion = ledger.start_promotion(
             "approval:demo",
             app_id=uuid4(),
@@ -157,3 +163,39 @@ def test_subscriptions_ensure_list_and_drop(sandbox: Sandbox, config: Path) -> N
     ]
     assert "4 subscription(s) deleted" in dropped.output
     assert len(dev.subscriptions) == 0
+
+
+LEDGER_PASSWORD = "Ledger-Pw-4kT9"
+
+
+def ledger_down(kind: str, tmp_path: Path) -> str:
+    """A ledger URL whose database cannot be opened: PostgreSQL with nothing listening on its port, or
+    an SQLite file whose path is a folder."""
+    if kind == "postgresql":
+        return f"postgresql+psycopg://qsp:{LEDGER_PASSWORD}@127.0.0.1:{free_port()}/qsp_ledger"
+    (tmp_path / "ledger.db").mkdir()
+    return f"sqlite:///{(tmp_path / 'ledger.db').as_posix()}"
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("command", ["audit export", "subscriptions list"])
+def test_a_ledger_that_cannot_be_opened_is_one_line_naming_it(
+    tmp_path: Path, kind: str, command: str
+) -> None:
+    """The ledger database down (or its file unusable): one line naming the database, without its
+    password, and the driver's reason; exit code 1, and no traceback."""
+    url = ledger_down(kind, tmp_path)
+    settings = Settings(source_site=SiteSettings(host="qlik-dev"), ledger_url=url)
+    config = write_settings(settings, tmp_path / "qs-promoter.toml")
+
+    csv_option = ["--csv", str(tmp_path / "audit.csv")] if command == "audit export" else []
+
+    result = CliRunner().invoke(app, [*command.split(), *csv_option, "--config", str(config)])
+
+    lines = result.output.strip().splitlines()
+    shown = url.replace(LEDGER_PASSWORD, "***")
+    assert (result.exit_code, len(lines)) == (1, 1), result.output
+    assert lines[0].startswith(f"error: cannot open the ledger database {shown}: ")
+    reason = lines[0].rsplit(": ", 1)[1]
+    assert ("refused" if kind == "postgresql" else "unable to open database file") in reason
+    assert LEDGER_PASSWORD not in result.output and not (tmp_path / "audit.csv").exists()

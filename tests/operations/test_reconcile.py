@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import FlowRun
 from promoter.approval import approval_key
 from promoter.flows.handle import handle_app_change
 from promoter.flows.reconcile import reconcile
-from promoter.provenance import upload_name, upload_token
+from promoter.provenance import UploadSlot, new_upload_secret, upload_name, upload_token
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, format_qrs_time, qrs_now
 from promoter.reconcile import survey_source
@@ -117,16 +117,18 @@ async def upload_to_test(stage: Stage, name: str, age: timedelta) -> App:
 async def test_the_sweep_deletes_old_temporary_uploads_only(
     stage: Stage, prefect_api: str, tmp_path: Path
 ) -> None:
-    """On the target sites: an unpublished "[qs-promoter <token>]" app older than an hour is deleted;
+    """On the target sites: an unpublished "[qs-promoter <token>-<secret>]" app older than an hour is deleted;
     a fresh one, an old one of a request still running, and an ordinary old app stay."""
     running_key = "approval:still-running"
     with stage.ledger() as ledger:
         ledger.claim(running_key, owner="a-running-run")
-    old = await upload_to_test(stage, upload_name("Sales", "0123456789ab"), timedelta(hours=2))
-    fresh = await upload_to_test(stage, upload_name("Sales", "123456789abc"), timedelta(minutes=5))
-    in_use = await upload_to_test(
-        stage, upload_name("Sales", upload_token(running_key, "test")), timedelta(hours=2)
-    )
+
+    def temporary(token: str) -> str:
+        return upload_name("Sales", UploadSlot(token, new_upload_secret(), qrs_now()))
+
+    old = await upload_to_test(stage, temporary("0123456789ab"), timedelta(hours=2))
+    fresh = await upload_to_test(stage, temporary("123456789abc"), timedelta(minutes=5))
+    in_use = await upload_to_test(stage, temporary(upload_token(running_key, "test")), timedelta(hours=2))
     ordinary = await upload_to_test(stage, "Sales", timedelta(hours=2))
 
     summary = await reconcile(deployment_name=f"handle-app-change/{DEPLOYMENT}", settle_seconds=0)

@@ -162,7 +162,7 @@ async def test_reconcile_retries_the_crashed_and_the_failed_run_and_leaves_the_r
     }
     assert all(message.startswith("Retried by reconcile (1 of 5)") for _, message in states.values())
     assert (await state_of(prefect_api, running))[0] == "RUNNING"
-    with ReconcileRecord(stage.settings.ledger_url) as record:
+    with ReconcileRecord(stage.settings.ledger_url.get_secret_value()) as record:
         assert record.retries([crashed_key, failed_key, running_key]) == {crashed_key: 1, failed_key: 1}
 
 
@@ -183,7 +183,7 @@ async def test_a_run_that_keeps_crashing_is_retried_only_up_to_the_limit(
 
     assert seen == ["SCHEDULED", "SCHEDULED", "CRASHED"]
     assert "0 stopped run(s) retried" in summary
-    with ReconcileRecord(stage.settings.ledger_url) as record:
+    with ReconcileRecord(stage.settings.ledger_url.get_secret_value()) as record:
         assert record.retries([key]) == {key: 2}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from promoter.approval import approval_key
-from promoter.provenance import upload_name, upload_token
+from promoter.provenance import UploadSlot, new_upload_secret, upload_name, upload_token
 from promoter.qrs.models import App
 from promoter.reconcile import (
     ReconcileMark,
@@ -113,14 +113,21 @@ def test_the_journal_window_overlaps_the_last_run_but_not_the_time_before_the_fi
     assert window_start(ReconcileMark(first, first + timedelta(minutes=1)), SETTLE) == first
 
 
+def temporary_name(name: str, token: str) -> str:
+    """The temporary upload name of a request with ``token``, with a fresh secret."""
+    return upload_name(name, UploadSlot(token, new_upload_secret(), NOW))
+
+
 def test_the_temporary_upload_name_is_recognised() -> None:
-    """The sweep reads back exactly the token provenance.upload_name wrote, even for a long name."""
+    """The sweep reads back exactly the token provenance.upload_name wrote, even for a long name, and
+    from a name written before names had a secret part."""
     token = upload_token("approval:x", "test")
 
-    assert temporary_token(upload_name("Sales [qs-promoter]", token)) == token
-    assert temporary_token(upload_name("x" * 300, token)) == token
+    assert temporary_token(temporary_name("Sales [qs-promoter]", token)) == token
+    assert temporary_token(temporary_name("x" * 300, token)) == token
+    assert temporary_token(f"Sales [qs-promoter {token}]") == token
     assert temporary_token("Sales Dashboard") is None
-    assert temporary_token(f"Sales [qs-promoter {token}] copy") is None
+    assert temporary_token(f"{temporary_name('Sales', token)} copy") is None
 
 
 def test_only_old_unpublished_uploads_of_no_running_request_are_leftovers() -> None:
@@ -129,7 +136,7 @@ def test_only_old_unpublished_uploads_of_no_running_request_are_leftovers() -> N
     old = NOW - timedelta(hours=2)
 
     def temp(token: str, *, created: datetime = old, published: bool = False) -> App:
-        app = target_app(upload_name("Sales", token), None)
+        app = target_app(temporary_name("Sales", token), None)
         return app.model_copy(update={"created_date": created, "published": published})
 
     leftover = temp("0123456789ab")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from promoter.approval import approval_key
 from promoter.ledger import Ledger
@@ -42,7 +43,7 @@ def two_workers(
         with start_stack(
             LiveStack,
             postgres_required=True,
-            ledger_url=postgres_url(ledger_database),
+            ledger_url=SecretStr(postgres_url(ledger_database)),
             prefect=PrefectSettings(site_concurrency=8, worker_limit=RUNS_PER_WORKER),
         ) as live:
             live.stack.start_worker(SECOND, {"PREFECT_HOME": str(tmp_path / SECOND / "prefect")})
@@ -92,7 +93,7 @@ def test_two_workers_share_the_promotions_and_each_approval_is_promoted_once(two
         approved.append((app, approval_key(app, settings)))
 
     deadline = time.monotonic() + 300
-    with Ledger(settings.ledger_url) as ledger:
+    with Ledger(settings.ledger_url.get_secret_value()) as ledger:
         while any(ledger.outcome(key) != "promoted" for _, key in approved):
             assert time.monotonic() < deadline, [ledger.outcome(key) for _, key in approved]
             time.sleep(1.0)

@@ -33,7 +33,7 @@ from promoter.webhook.callbacks import KINDS, ChangeKind, callback_path, callbac
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.operations.conftest import Delivery, Receiver
 
-SECRET = "keeper-secret-0123456789"
+SECRET = "keeper-secret-0123456789abcdefgh"
 
 
 def subscribed(sandbox: Sandbox) -> Counter[tuple[str, str]]:

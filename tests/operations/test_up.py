@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+import trustme
 from typer.testing import CliRunner
 
 from promoter.cli import app
@@ -21,9 +22,11 @@ from promoter.deployments.launcher import python_command, start_child, wait_for
 from promoter.deployments.orchestration import with_prefect
 from promoter.deployments.stack import free_port
 from promoter.sandbox.server import Sandbox
-from promoter.settings import Settings, WebhookSettings, write_settings
+from promoter.settings import Settings, load_settings, write_settings
+from promoter.webhook.address import public_address
 from tests.fixtures.deployments import Registration, child_environment, cli_command
 from tests.fixtures.stack import descendants
+from tests.fixtures.webhook_tls import https_webhook_settings, issue_webhook_certificates
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -60,7 +63,7 @@ def test_up_refuses_a_missing_webhook_secret(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["up", "--config", str(config), "--state-dir", str(tmp_path / "var")])
 
     assert result.exit_code == 2
-    assert "webhook.secret must be at least 16 characters" in result.output
+    assert "webhook.secret must be at least 32 characters" in result.output
 
 
 async def test_register_only_creates_every_deployment_of_prefect_yaml(
@@ -130,10 +133,11 @@ def test_a_child_that_ignores_the_interrupt_is_terminated(tmp_path: Path) -> Non
     assert not child.alive()
 
 
-def settings_webhook_url(config: Path) -> str:
+def webhook_health(config: Path) -> httpx.Response:
+    """GET /healthz at the webhook's public URL, verified against its webhook.tls_ca."""
     from promoter.settings import load_settings
 
-    return load_settings(config).webhook.public_base_url
+    return public_address(load_settings(config).webhook).health(timeout=10.0)
 
 
 def alive(pid: int) -> bool:
@@ -146,24 +150,39 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture
 def stack_config(sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path) -> Iterator[Path]:
-    """Settings for `up` against the sandbox sites, with the webhook on a free loopback port."""
-    port = free_port()
-    webhook = WebhookSettings(
-        host="127.0.0.1",
-        port=port,
-        public_base_url=f"http://127.0.0.1:{port}",
-        secret="up-test-secret-0123456789abcdef",
-        outbox_path=tmp_path / "outbox.db",
-    )
+    """Settings for `up` against the sandbox sites, with the webhook on HTTPS on a free loopback port
+    (its certificate from a private CA, given as webhook.tls_ca)."""
+    ca = trustme.CA(organization_name="up test webhook CA")
+    certificates = issue_webhook_certificates(tmp_path / "webhook-tls", ca)
+    webhook = https_webhook_settings(certificates, free_port(), tmp_path / "outbox.db")
     settings = sandbox_settings.model_copy(update={"webhook": webhook, "work_dir": tmp_path / "work"})
     yield write_settings(settings, tmp_path / "qs-promoter.toml")
+
+
+def test_up_refuses_a_missing_webhook_key_before_starting_anything(
+    stack_config: Path, tmp_path: Path
+) -> None:
+    """webhook.tls_key names a file that is not there: exit code 2 naming the setting and the file,
+    before any process is started."""
+    key = load_settings(stack_config).webhook.tls_key
+    assert key is not None
+    key.unlink()
+
+    result = CliRunner().invoke(
+        app, ["up", "--config", str(stack_config), "--state-dir", str(tmp_path / "var")]
+    )
+
+    assert result.exit_code == 2
+    assert f"webhook.tls_key {key}: file not found" in result.output
+    assert not (tmp_path / "var").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 def test_up_runs_the_stack_and_ctrl_c_stops_every_process(stack_config: Path, tmp_path: Path) -> None:
     """Started from a shell that ignores SIGINT (as `cmd &` does), `up` brings up the Prefect server,
-    worker and webhook; one SIGINT stops all of them and everything they started, with exit code 0."""
+    worker and webhook (on HTTPS, checked against webhook.tls_ca); one SIGINT stops all of them and
+    everything they started, with exit code 0."""
     prefect_port = free_port()
     env = child_environment()
     env.pop("PREFECT_API_URL", None)
@@ -195,7 +214,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(stack_config: Path, tm
         children = descendants(process.pid)
         api = f"http://127.0.0.1:{prefect_port}/api"
         health = httpx.get(f"{api}/health", trust_env=False).json()
-        webhook = httpx.get(f"{settings_webhook_url(stack_config)}/healthz", trust_env=False)
+        webhook = webhook_health(stack_config)
 
         process.send_signal(signal.SIGINT)
         began = time.monotonic()
@@ -210,6 +229,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(stack_config: Path, tm
             os.kill(pid, signal.SIGKILL)
 
     assert health is True
+    assert "webhook: listening at https://127.0.0.1:" in output
     assert webhook.status_code == 200, webhook.text
     assert len(children) >= 3, output  # server, worker, webhook (and maybe a keeper flow run)
     assert process.returncode == 0, output + rest

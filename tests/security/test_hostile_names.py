@@ -29,7 +29,16 @@ from promoter.outcome import (
     run_name,
     summary_markdown,
 )
-from promoter.provenance import DESCRIPTION_LIMIT, NAME_LIMIT, Provenance, describe, upload_name, upload_token
+from promoter.provenance import (
+    DESCRIPTION_LIMIT,
+    NAME_LIMIT,
+    Provenance,
+    UploadSlot,
+    describe,
+    new_upload_secret,
+    upload_name,
+    upload_token,
+)
 from promoter.qrs.filters import all_of, any_of, eq, query_string
 from promoter.reconcile import sweep_leftovers
 from promoter.sandbox.filtering import matches, parse_filter
@@ -126,14 +135,15 @@ def test_the_description_keeps_account_names_on_one_line(name: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(name=st.text(max_size=NAME_LIMIT), request_key=st.text(min_size=1, max_size=80))
 def test_temporary_upload_names_fit_qrs_and_keep_the_start_of_the_name(name: str, request_key: str) -> None:
-    """Property: the upload name is at most 255 characters, ends with its token, starts with the name."""
-    token = upload_token(request_key, "test")
+    """Property: the upload name is at most 255 characters, ends with its token and secret, starts with
+    the name."""
+    slot = UploadSlot(upload_token(request_key, "test"), new_upload_secret(), datetime.now(UTC))
 
-    temporary = upload_name(name, token)
+    temporary = upload_name(name, slot)
 
     assert len(temporary) <= NAME_LIMIT
-    assert temporary.endswith(f" [qs-promoter {token}]")
-    assert name.startswith(temporary.removesuffix(f" [qs-promoter {token}]"))
+    assert temporary.endswith(f" [qs-promoter {slot.token}-{slot.secret}]")
+    assert name.startswith(temporary.removesuffix(f" [qs-promoter {slot.token}-{slot.secret}]"))
 
 
 def test_temporary_upload_names_are_unique_per_request_and_site() -> None:
@@ -143,7 +153,9 @@ def test_temporary_upload_names_are_unique_per_request_and_site() -> None:
     keys = [f"approval:{uuid4()}:v1@2026-05-01T12:00:00.000Z" for _ in names]
 
     temporary = {
-        upload_name(n, upload_token(k, s)) for n, k in zip(names, keys, strict=True) for s in ("a", "b")
+        upload_name(n, UploadSlot(upload_token(k, s), new_upload_secret(), datetime.now(UTC)))
+        for n, k in zip(names, keys, strict=True)
+        for s in ("a", "b")
     }
 
     assert len(temporary) == 4
@@ -152,15 +164,18 @@ def test_temporary_upload_names_are_unique_per_request_and_site() -> None:
 async def test_an_app_named_like_a_temporary_upload_by_someone_else_is_not_swept(
     dev_site: SandboxSite, tmp_path: Path
 ) -> None:
-    """A user on a target site names an app "Budget [qs-promoter 0123456789ab]": the leftover sweep
+    """A user on a target site names an app "Budget [qs-promoter 0123456789ab-<secret>]": the leftover sweep
     (which looks for our abandoned uploads) leaves it alone, because we did not upload it; our own
     abandoned upload next to it is deleted."""
     file = make_app_file(tmp_path / "app.qvf", 4096)
+    mimicked, ours = (
+        UploadSlot(t, new_upload_secret(), datetime.now(UTC)) for t in ("0123456789ab", "123456789abc")
+    )
     async with site_client(dev_site, "test", user_directory="ACME", user_id="alice") as alice:
-        mimic = await alice.upload_app(file, upload_name("Budget", "0123456789ab"))
+        mimic = await alice.upload_app(file, upload_name("Budget", mimicked))
 
     async with site_client(dev_site, "test") as qrs:
-        abandoned = await qrs.upload_app(file, upload_name("Budget", "123456789abc"))
+        abandoned = await qrs.upload_app(file, upload_name("Budget", ours))
         swept = await sweep_leftovers(qrs, min_age=timedelta(0), protected=set(), log=logging.getLogger())
         left = {app.id for app in await qrs.apps(any_of(eq("id", mimic.id), eq("id", abandoned.id)))}
 

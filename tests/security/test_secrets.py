@@ -56,7 +56,7 @@ SMTP_USER = "qsp-mailer"
 SMTP_PASSWORD = "smtp-Pw-9fK2xQ7vLr3T"
 S3_ACCESS_KEY = "AKIAQSPSECURITY0001"
 S3_SECRET_KEY = "s3-Secret/8hJ2+Wm4Qz7Xc1Vb"
-WEBHOOK_SECRET = "webhook-Secret-3Nd8Kq5Zr2Lm6Tp"
+WEBHOOK_SECRET = "webhook-Secret-3Nd8Kq5Zr2Lm6Tp9Hx"
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ async def test_one_promotion_leaves_no_secret_anywhere(
     """Approve -> Overwrite with S3 versioning over an existing target app (so a backup is made too):
     the promotion works, and no secret or key line appears in anything it wrote."""
     stage.reconfigure(
-        versioning={"access_key_id": S3_ACCESS_KEY, "secret_access_key": SecretStr(S3_SECRET_KEY)},
+        versioning={"access_key_id": SecretStr(S3_ACCESS_KEY), "secret_access_key": SecretStr(S3_SECRET_KEY)},
         webhook={"secret": SecretStr(WEBHOOK_SECRET)},
     )
     secrets = all_secrets(stage)

@@ -2,11 +2,13 @@
 
 Covered elsewhere (tests/qrs/test_client_sandbox.py): a server not signed by root.pem (wrong CA),
 another site's client certificate, and that a client without a certificate gets no answer.
+Also here: a client key exported with a password, and one that other users of the machine can read.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import ssl
 import traceback
@@ -18,14 +20,17 @@ import httpx
 import pytest
 import trustme
 import uvicorn
+from cryptography.hazmat.primitives import serialization
 
-from promoter.errors import QrsError, QrsNotFound, QrsUntrusted
+from promoter.cli.doctor import check_certificates
+from promoter.errors import QrsError, QrsNotFound, QrsUntrusted, SettingsError
 from promoter.qrs.client import QrsClient
 from promoter.qrs.retry import RetryPolicy
+from promoter.qrs.tls import site_tls
 from promoter.sandbox.certs import CLIENT_CERT, CLIENT_KEY, ROOT_CERT, ROOT_KEY
 from promoter.sandbox.server import SandboxSite
 from promoter.sandbox.serving import serve_in_thread
-from promoter.settings import SiteSettings
+from promoter.settings import Settings, SiteSettings
 from tests.security.conftest import leaks, pem_body_lines
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
@@ -57,6 +62,7 @@ def assert_no_key_material(error: QrsError, *key_files: Path) -> None:
 def write_leaf(leaf: trustme.LeafCert, folder: Path, cert: str, key: str) -> None:
     leaf.cert_chain_pems[0].write_to_path(str(folder / cert))
     leaf.private_key_pem.write_to_path(str(folder / key))
+    (folder / key).chmod(0o600)  # as a service account keeps it (a readable key is warned about)
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +214,87 @@ async def test_verification_is_on_by_default_and_switching_it_off_is_logged(
     assert SiteSettings(host="qlik.example").verify_tls is True
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["source: TLS verification of the QRS server certificate is OFF"]
+
+
+# -- the client's key ------------------------------------------------------------------------
+
+
+def with_password(folder: Path) -> Path:
+    """The export in ``folder`` with client_key.pem encrypted, as the QMC writes it with a password."""
+    key = serialization.load_pem_private_key((folder / CLIENT_KEY).read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"qmc-export-password"),
+    )
+    (folder / CLIENT_KEY).write_bytes(encrypted)
+    return folder
+
+
+def copy_of(export: Path, tmp_path: Path, key_mode: int) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(export, folder)
+    (folder / CLIENT_KEY).chmod(key_mode)
+    return folder
+
+
+def source_settings(cert_dir: Path) -> Settings:
+    return Settings(source_site=SiteSettings(host="qlik-dev", cert_dir=cert_dir))
+
+
+def test_a_client_key_with_a_password_is_refused_without_asking_for_it(
+    other_export: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """client_key.pem exported with a password: the error says to export it without one (not "[Errno 22]
+    Invalid argument"), and OpenSSL never prompts "Enter PEM pass phrase" (a service would hang there)."""
+    folder = with_password(copy_of(other_export, tmp_path, 0o600))
+
+    with pytest.raises(SettingsError) as caught:
+        site_tls(folder, site="source")
+
+    message = str(caught.value)
+    assert "client_key.pem is protected by a password" in message and "leave the password empty" in message
+    assert "Errno" not in message
+    assert "pass phrase" not in capfd.readouterr().err
+
+
+def test_doctor_fails_a_client_key_with_a_password(other_export: Path, tmp_path: Path) -> None:
+    """`doctor` loads the key as a connection would: a password-protected one fails the certificate check
+    with the export hint, instead of passing it (or hanging at a prompt in the QRS check)."""
+    folder = with_password(copy_of(other_export, tmp_path, 0o600))
+
+    check = check_certificates(source_settings(folder), "source")
+
+    assert not check.ok
+    assert "protected by a password" in check.detail and "no password" in check.hint
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX; Windows keys are protected by ACLs")
+def test_a_client_key_other_users_can_read_is_warned_about_once(
+    other_export: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key file readable by the group or everyone (0644) grants QRS admin rights to every local user:
+    setting up the site's TLS logs one warning with the fix, however many clients are made; a key only
+    its owner can read (0600) logs none."""
+    shared = copy_of(other_export, tmp_path / "shared", 0o644)
+    private = copy_of(other_export, tmp_path / "private", 0o600)
+
+    with caplog.at_level(logging.WARNING, logger="promoter.qrs.tls"):
+        for folder in (shared, shared, private):
+            site_tls(folder, site="source")
+
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"source: {shared / CLIENT_KEY} can be read by other users")
+    assert "mode 0644" in warning and f"chmod 600 {shared / CLIENT_KEY}" in warning
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX; Windows keys are protected by ACLs")
+def test_doctor_warns_about_a_client_key_other_users_can_read(other_export: Path, tmp_path: Path) -> None:
+    """`doctor` shows a group-readable key as a WARN line with the fix; the check still passes."""
+    folder = copy_of(other_export, tmp_path, 0o640)
+
+    check = check_certificates(source_settings(folder), "source")
+
+    assert (check.ok, check.warning) == (True, True)
+    assert check.line().startswith("WARN  source certificates:") and "mode 0640" in check.line()
+    assert f"fix: chmod 600 {folder / CLIENT_KEY}" in check.line()

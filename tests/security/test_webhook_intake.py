@@ -23,7 +23,7 @@ from promoter.errors import IntakeError
 from promoter.intake import parse_changes
 from promoter.qrs.models import format_qrs_time
 from promoter.webhook.app import create_app
-from promoter.webhook.outbox import Outbox
+from promoter.webhook.outbox import MAX_WAITING_PER_APP, Outbox
 from tests.webhook.support import FAST, SECRET, client_for, make_settings, notification, serve, unused_url
 
 pytestmark = pytest.mark.security
@@ -178,3 +178,45 @@ def test_whatever_intake_accepts_can_be_queued(modified: Any, created: Any, chan
         if change.modified_date is not None:
             assert format_qrs_time(change.modified_date).endswith("Z")
             assert change.modified_date.astimezone(UTC).year >= 1
+
+
+def minimal_changes(count: int) -> list[dict[str, Any]]:
+    """``count`` app updates with only the fields intake requires, each for another app."""
+    return [{"changeType": 2, "objectType": "App", "objectID": str(uuid4())} for _ in range(count)]
+
+
+async def test_one_body_cannot_ask_for_thousands_of_flow_runs(webhook: tuple[httpx.Client, Path]) -> None:
+    """A body just under the 1 MiB limit made of minimal app changes (12,000 apps) is refused with
+    413 and queues nothing; the most one notification may carry, 500 by default, is accepted."""
+    client, outbox = webhook
+    flood = minimal_changes(12_000)
+    body = json.dumps(flood, separators=(",", ":")).encode()
+    assert len(body) <= 1_048_576
+    before = await outbox_size(outbox)
+
+    refused = client.post(URL, content=body, headers=JSON)
+    queued_after_refusal = await outbox_size(outbox) - before
+    accepted = client.post(URL, json=minimal_changes(500))
+
+    assert (refused.status_code, queued_after_refusal) == (413, 0)
+    assert "at most 500" in refused.json()["detail"]
+    assert (accepted.status_code, accepted.json()) == (200, {"queued": 500, "ignored": 0})
+
+
+async def test_a_flood_for_one_app_keeps_only_its_newest_notices(webhook: tuple[httpx.Client, Path]) -> None:
+    """Five hundred changes of one app in one notification are all acknowledged, but only the newest
+    20 wait in the outbox: one flow run covers them all, so the rest would only fill the disk."""
+    client, outbox = webhook
+    app_id = str(uuid4())
+    flood = [{"changeType": 2, "objectType": "App", "objectID": app_id} for _ in range(500)]
+
+    response = client.post(URL, json=flood)
+    stored = Outbox(outbox)
+    await stored.open()
+    try:
+        waiting = [e for e in await stored.entries(pending_only=True) if e.app_id == app_id]
+    finally:
+        await stored.close()
+
+    assert (response.status_code, response.json()) == (200, {"queued": 500, "ignored": 0})
+    assert len(waiting) == MAX_WAITING_PER_APP == 20

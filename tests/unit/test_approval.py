@@ -9,7 +9,18 @@ from uuid import uuid4
 
 import pytest
 
-from promoter.approval import Action, Decision, Mode, Target, Trigger, approval_key, decide, is_relevant, show
+from promoter.approval import (
+    Action,
+    Decision,
+    Mode,
+    Target,
+    Trigger,
+    approval_key,
+    decide,
+    is_relevant,
+    notice_key,
+    show,
+)
 from promoter.settings import (
     EmailSettings,
     ReloadSettings,
@@ -438,11 +449,12 @@ def test_approver_is_whoever_set_the_approval_value() -> None:
     assert (decision.approver, app.modified_by_user_name) == ("DEV\\boss", "DEV\\someone")
 
 
-def test_approver_falls_back_to_the_app_modifier() -> None:
-    """Without the value's own modifier, the app's modifiedByUserName names the approver."""
+def test_approver_is_never_the_app_modifier() -> None:
+    """Without the value's own modifier the approver is unknown (so authorization refuses): the app's
+    modifiedByUserName names whoever touched the app last, ours included, not who approved."""
     app = make_app(prop("PromotionApproval", "Approve", by=None), TEST_OVERWRITE, EVERYONE)
 
-    assert decide(app, "updated", make_settings()).approver == "DEV\\someone"
+    assert decide(app, "updated", make_settings()).approver is None
 
 
 def test_hostile_values_are_reported_quoted_and_cut() -> None:
@@ -608,3 +620,148 @@ def test_approval_key_is_short_even_with_many_values() -> None:
     key = approval_key(app, make_settings())
 
     assert len(key) <= 200 and key.startswith(f"approval:{app.id}:")
+
+
+# --- who asked, and whether the targets are still theirs --------------------------------------
+
+LATER = WHEN + timedelta(minutes=5)
+
+
+def test_the_approver_is_who_set_the_value_that_approves() -> None:
+    """Beside an unclear value set later by someone else, the approver is the setter of the Approve value."""
+    app = make_app(
+        prop("PromotionApproval", "Maybe", by="DEV\\rep", modified=LATER),
+        prop("PromotionApproval", "Approve", by="DEV\\boss"),
+        TEST_OVERWRITE,
+        EVERYONE,
+    )
+
+    decision = decide(app, "updated", make_settings())
+
+    assert (decision.action, decision.approver, decision.request) == (Action.PROMOTE, "DEV\\boss", "approval")
+
+
+def test_of_several_approve_values_the_one_set_last_names_the_approver() -> None:
+    """A second Approve added later by the rep makes the rep the approver (whom authorization then checks)."""
+    app = make_app(
+        prop("PromotionApproval", "Approve", by="DEV\\boss"),
+        prop("PromotionApproval", "Approved", by="DEV\\rep", modified=LATER),
+        TEST_OVERWRITE,
+        EVERYONE,
+    )
+
+    assert decide(app, "updated", make_settings()).approver == "DEV\\rep"
+
+
+def test_the_denier_is_who_set_the_deny_value() -> None:
+    """A denial names the setter of the Deny value, and asks for authorization as a denial."""
+    app = make_app(prop("PromotionApproval", "Deny", by="DEV\\boss"), prop("Region", "EMEA", by="DEV\\rep"))
+
+    decision = decide(app, "updated", make_settings())
+
+    assert (decision.action, decision.approver, decision.request) == (Action.DENY, "DEV\\boss", "denial")
+    assert decision.needs_authorization
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        prop("PromoteToServer", "prod - Overwrite", by="DEV\\rep", modified=LATER),
+        prop("PromoteToStream", "Review", by="DEV\\rep", modified=LATER),
+        prop("PromoteToServer", "prod - Overwrite", by="DEV\\rep", modified=None),  # type: ignore[arg-type]
+    ],
+    ids=["server added later", "stream added later", "server with no time"],
+)
+def test_targets_someone_else_changed_after_the_approval_make_it_outdated(late: Any) -> None:
+    """The manager approved; the rep then added a target: nothing is promoted, the owner is told, and the
+    reason names what changed and by whom."""
+    approval = prop("PromotionApproval", "Approve", by="DEV\\manager")
+    app = make_app(approval, prop(*TEST_OVERWRITE, by="DEV\\rep"), prop(*EVERYONE, by="DEV\\rep"), late)
+
+    decision = decide(app, "updated", make_settings(email=EmailSettings(enabled=True)))
+
+    assert (decision.action, decision.targets, decision.promotes) == (Action.OUTDATED, (), False)
+    assert (decision.approver, decision.notify, decision.needs_authorization) == ("DEV\\manager", True, False)
+    assert f"{late.definition.name} {show(late.value)} by DEV\\rep" in decision.reason
+    assert "until PromotionApproval is set again" in decision.reason
+
+
+def test_only_targets_someone_else_changed_after_the_approval_outdate_it() -> None:
+    """Targets the rep set before the manager approved (the original's workflow), and targets the approver
+    changed later themselves (case aside), are approved; one the rep changed later is not. A denial uses
+    no targets, so later target changes never hold it up."""
+    rep_before = (prop(*TEST_OVERWRITE, by="DEV\\rep"), prop(*EVERYONE, by="DEV\\rep"))
+    approve_later = prop("PromotionApproval", "Approve", by="DEV\\manager", modified=LATER)
+    approve = prop("PromotionApproval", "Approve", by="DEV\\Manager")
+    own_later = (prop(*TEST_OVERWRITE, by="dev\\manager", modified=LATER), prop(*EVERYONE, by="DEV\\manager"))
+    rep_later = prop("PromoteToStream", "Review", by="DEV\\rep", modified=LATER)
+    deny = prop("PromotionApproval", "Deny", by="DEV\\manager")
+    apps = {
+        "set before": make_app(*rep_before, approve_later),
+        "own, later": make_app(approve, *own_later),
+        "other, later": make_app(approve, *own_later, rep_later),
+        "deny": make_app(deny, *rep_before, rep_later),
+    }
+
+    actions = {name: decide(app, "updated", make_settings()).action for name, app in apps.items()}
+
+    assert actions == {
+        "set before": Action.PROMOTE,
+        "own, later": Action.PROMOTE,
+        "other, later": Action.OUTDATED,
+        "deny": Action.DENY,
+    }
+
+
+@pytest.mark.parametrize(("trigger", "tagged"), [("updated", False), ("updated", True), ("reloaded", True)])
+def test_targets_changed_after_promote_on_reload_was_set_make_it_outdated(
+    trigger: Trigger, tagged: bool
+) -> None:
+    """The manager set PromoteOnReload; the rep then added prod: neither tagged nor promoted on reload."""
+    app = make_app(
+        prop(*RELOAD, by="DEV\\manager"),
+        prop(*TEST_OVERWRITE, by="DEV\\manager"),
+        prop(*EVERYONE, by="DEV\\manager"),
+        prop("PromoteToServer", "prod - Overwrite", by="DEV\\rep", modified=LATER),
+        tagged=tagged,
+    )
+
+    decision = decide(app, trigger, make_settings(**RELOAD_ON))
+
+    assert (decision.action, decision.add_tag, decision.targets) == (Action.OUTDATED, False, ())
+    assert (decision.approver, decision.request) == ("DEV\\manager", "promotion on reload")
+    assert "until PromoteOnReload is set again" in decision.reason
+
+
+def test_promote_on_reload_names_who_set_it_and_needs_authorization() -> None:
+    """Tagging and promoting on reload both act on the say-so of whoever set PromoteOnReload True."""
+    app = make_app(
+        prop("PromoteOnReload", "False", by="DEV\\other", modified=LATER),
+        prop(*RELOAD, by="DEV\\manager"),
+        TEST_OVERWRITE,
+        EVERYONE,
+    )
+
+    decisions = [decide(app, trigger, make_settings(**RELOAD_ON)) for trigger in ("updated", "reloaded")]
+
+    assert [d.action for d in decisions] == [Action.TAG_FOR_RELOAD, Action.PROMOTE_ON_RELOAD]
+    assert [(d.approver, d.request, d.needs_authorization) for d in decisions] == [
+        ("DEV\\manager", "promotion on reload", True)
+    ] * 2
+
+
+def test_a_refused_promotion_on_reload_is_told_once_per_setting_not_per_reload() -> None:
+    """The notice key of a promotion on reload is the same for every reload and for tagging; it changes
+    when its properties are set again. An approval's notice key is the request's own key."""
+    settings = make_settings(**RELOAD_ON)
+    app = make_app(RELOAD, TEST_OVERWRITE, EVERYONE)
+    reloaded = app.model_copy(update={"last_reload_time": LATER, "tags": make_app(tagged=True).tags})
+    changed = make_app(RELOAD, TEST_OVERWRITE, prop("PromoteToStream", "Review"), app_id=app.id)
+
+    def key(a: Any, trigger: Trigger) -> str:
+        return notice_key(a, decide(a, trigger, settings), approval_key(a, settings, trigger), settings)
+
+    assert key(app, "updated") == key(app, "reloaded") == key(reloaded, "reloaded")
+    assert key(changed, "reloaded") != key(app, "reloaded")
+    approved = make_app(APPROVE, TEST_OVERWRITE, EVERYONE)
+    assert key(approved, "updated") == approval_key(approved, settings)

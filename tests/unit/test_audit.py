@@ -145,6 +145,33 @@ def test_formula_starts_are_neutralised(start: str) -> None:
     )
 
 
+HIDDEN_FORMULAS = {
+    "space =": " =1+1",
+    "spaces @": "   @SUM(A1)",
+    "LF =": "\n=cmd|' /C calc'!A0",
+    "LF space -": "\n -2+3",
+    "ideographic space +": "\u3000+1",
+    "zero-width space =": "\u200b=1",
+    "no-break space -": "\xa0-1",
+    "full-width =": '＝HYPERLINK("http://x")',
+    "full-width +": "＋1",
+    "full-width -": "－1",
+    "full-width @": "＠SUM(A1)",
+    "space tab full-width =": " \t＝1",
+    "small =": "﹦1",
+}
+
+
+@pytest.mark.parametrize("cell", HIDDEN_FORMULAS.values(), ids=HIDDEN_FORMULAS.keys())
+def test_formula_signs_behind_blanks_or_in_full_width_are_neutralised(cell: str) -> None:
+    """Spreadsheets skip leading spaces and line breaks and may read ＝ ＋ － ＠ as = + - @: such cells
+    get the quote too. Text whose first visible character is no formula sign stays as it is."""
+    plain = ["", " ", "Sales - Q1", " Sales", "\n", "ＳＡＬＥＳ", "Umsätze – Q1"]
+
+    assert safe_cell(cell) == "'" + cell
+    assert [safe_cell(text) for text in plain] == plain
+
+
 def test_hostile_names_in_the_export_are_inert(ledger: Ledger, tmp_path: Path) -> None:
     """An app name like =cmd|' /C calc'!A0 is written as text, and quotes/newlines survive CSV quoting."""
     hostile = "=cmd|' /C calc'!A0\n\"Sales\", 2"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from uuid import uuid4
 
 import pytest
@@ -14,7 +16,10 @@ from sqlalchemy import text
 
 from promoter.ledger import FAILED, Backup, Ledger
 from promoter.planning import KnownTarget
+from promoter.provenance import upload_name, upload_token
 from tests.fixtures.postgres import postgres_url, throwaway_database
+
+T = TypeVar("T")
 
 
 def _postgres_url() -> Iterator[str]:
@@ -42,11 +47,11 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
         urls.close()
 
 
-def race(workers: int, attempt: Callable[[int], bool]) -> list[bool]:
+def race(workers: int, attempt: Callable[[int], T]) -> list[T]:
     """Run ``attempt`` in ``workers`` threads released at the same moment."""
     start = threading.Barrier(workers)
 
-    def one(index: int) -> bool:
+    def one(index: int) -> T:
         start.wait(timeout=10)
         return attempt(index)
 
@@ -258,6 +263,42 @@ def test_concurrent_email_claims_have_exactly_one_winner(ledger: Ledger) -> None
     results = race(8, lambda _i: ledger.claim_email("approval:mail", "denied"))
 
     assert results.count(True) == 1
+
+
+# --- upload slots: the temporary upload name's secret ---------------------------------------
+
+
+def test_every_attempt_of_a_request_gets_the_same_upload_slot(ledger: Ledger) -> None:
+    """The first call records a secret and the time before the upload; later calls (a retried or
+    re-run attempt) get exactly that slot back, so they look for the same upload."""
+    before = datetime.now(UTC)
+
+    first = ledger.upload_slot("approval:a:v@t", "test")
+    again = ledger.upload_slot("approval:a:v@t", "test")
+
+    assert first == again
+    assert first.token == upload_token("approval:a:v@t", "test")
+    assert re.fullmatch("[0-9a-f]{32}", first.secret)
+    assert before - timedelta(seconds=1) <= first.began <= datetime.now(UTC)
+
+
+def test_an_upload_name_cannot_be_worked_out_from_the_request(ledger: Ledger, tmp_path: Path) -> None:
+    """Each site of a request, and the same request in another ledger, gets its own secret: knowing the
+    request key (anyone who can read the source app does) does not tell the temporary name."""
+    with Ledger(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        elsewhere = other.upload_slot("approval:a:v@t", "test")
+
+    test, prod = (ledger.upload_slot("approval:a:v@t", site) for site in ("test", "prod"))
+
+    assert len({test.secret, prod.secret, elsewhere.secret}) == 3
+    assert upload_name("Sales", test) != upload_name("Sales", elsewhere)
+
+
+def test_concurrent_attempts_agree_on_one_upload_slot(ledger: Ledger) -> None:
+    """Eight threads asking for the same request's slot at once all get the one the database kept."""
+    slots = race(8, lambda _i: ledger.upload_slot("approval:race", "test"))
+
+    assert len(set(slots)) == 1
 
 
 # --- SQLite specifics -----------------------------------------------------------------------

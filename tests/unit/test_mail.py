@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import pickle
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
@@ -11,15 +12,15 @@ from email.parser import BytesParser
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from promoter.addresses import MailAddress, gather_addresses, is_valid_address, parse_addresses
 from promoter.mail import (
     SUBJECT_NAME_LIMIT,
     AppSummary,
     IntendedTarget,
     SiteResult,
     StreamOutcome,
-    is_valid_address,
-    one_line,
     render_approval,
     render_denial,
     render_intended_targets,
@@ -28,6 +29,8 @@ from promoter.mail import (
     render_refused_approval,
     render_test_mail,
 )
+from promoter.mail_headers import one_line, recipients
+from promoter.settings import EmailSettings
 
 SENDER = "Qlik promotions <qs-promoter@example.com>"
 TO = ("owner@example.com", "approver@example.com")
@@ -55,6 +58,10 @@ HOSTILE_NAMES = {
     "bidi override": "report\u202eexe.pdf",
     "255 characters": "A" * 200 + "ü" * 55,
     "encoded-word lookalike": "=?utf-8?q?Bcc=3A_x?=",
+    "encoded words that decode to CR/LF": (
+        "Q3=?utf-8?q?=0D=0ABcc=3A_rep=40evil.example=0D=0AReply-To=3A_rep=40evil.example?="
+    ),
+    "base64 encoded word with a header": "=?utf-8?b?DQpCY2M6IHJlcEBldmlsLmV4YW1wbGU=?= x",
 }
 
 
@@ -299,10 +306,123 @@ def test_named_addresses_and_plain_addresses_are_accepted() -> None:
     assert (is_valid_address("a@b.example"), is_valid_address("Mary Manager <m@b.example>")) == (True, True)
 
 
-def test_an_email_needs_a_recipient() -> None:
-    """Rendering with no recipient is a programming error, reported at once."""
-    with pytest.raises(ValueError, match="recipient"):
-        render_approval(app(), approver="Mary", sender=SENDER, to=[])
+def test_an_email_without_recipients_has_no_to_header() -> None:
+    """An owner without an address is no error: the email renders without a To header, and
+    ``recipients`` (what send_email checks before sending) finds nobody."""
+    message = render_approval(app(), approver="Mary", sender=SENDER, to=[])
+
+    assert ("To" in message, recipients(message)) == (False, [])
+
+
+def test_the_same_address_twice_gets_one_copy() -> None:
+    """Owner and approver with the same address (in any letter case) are one recipient."""
+    message = render_approval(
+        app(), approver="Mary", sender=SENDER, to=["pat@acme.example", MailAddress("Pat@ACME.example", "Pat")]
+    )
+
+    assert recipients(message) == ["pat@acme.example"]
+
+
+ATTRIBUTES = {
+    "one address": ("pat@acme.example", ["pat@acme.example"], []),
+    "semicolon list": (
+        "pat@acme.example; pat.dev@acme.example",
+        ["pat@acme.example", "pat.dev@acme.example"],
+        [],
+    ),
+    "comma list, no spaces": ("a@acme.example,b@acme.example", ["a@acme.example", "b@acme.example"], []),
+    "one per line": (
+        "a@acme.example\r\nb@acme.example\u2028c@acme.example",
+        ["a@acme.example", "b@acme.example", "c@acme.example"],
+        [],
+    ),
+    "trailing separator": ("pat@acme.example;", ["pat@acme.example"], []),
+    "empty": ("", [], []),
+    "only separators and spaces": (" ; , ", [], []),
+    "display names": (
+        'Pat Owner <pat@acme.example>; "Doe, Pat" <pd@acme.example>',
+        ["pat@acme.example", "pd@acme.example"],
+        [],
+    ),
+    "one bad among good": ("pat@acme.example; not an address", ["pat@acme.example"], ["not an address"]),
+    "non-ASCII address": ("jürgen@acme.example", [], ["jürgen@acme.example"]),
+    "encoded word as address": ("=?utf-8?q?a?=@acme.example", [], ["=?utf-8?q?a?=@acme.example"]),
+    "relay routing": ("victim%evil.example@acme.example", [], ["victim%evil.example@acme.example"]),
+    "two in brackets": (
+        "Pat <a@acme.example> <b@acme.example>",
+        [],
+        ["Pat <a@acme.example> <b@acme.example>"],
+    ),
+    "unclosed quote": (
+        '"Pat <a@acme.example>; b@acme.example',
+        [],
+        ['"Pat <a@acme.example>; b@acme.example'],
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "found", "rejected"), ATTRIBUTES.values(), ids=ATTRIBUTES.keys())
+def test_an_email_attribute_may_hold_several_addresses_or_none(
+    text: str, found: list[str], rejected: list[str]
+) -> None:
+    """parse_addresses reads every address in an attribute (";", "," or line breaks between them,
+    display names allowed, a quoted name may hold a comma) and returns what is not one address apart."""
+    parsed = parse_addresses(text)
+
+    assert ([a.addr_spec for a in parsed.found], list(parsed.rejected)) == (found, rejected)
+
+
+def test_display_names_are_kept_on_one_line() -> None:
+    """A display name is read as text: unquoted, unescaped, and cleaned to one line."""
+    (address,) = parse_addresses('"Doe, \\"Pat\\"\tthe\x85Owner" <pd@acme.example>').found
+
+    assert (address.display_name, address.addr_spec) == ('Doe, "Pat" the Owner', "pd@acme.example")
+
+
+def test_warnings_name_the_source_and_quote_what_was_skipped() -> None:
+    """gather_addresses merges sources (each address once) and words one warning per skipped part, and one
+    for a source that holds no address at all; the quoted part is one line."""
+    found, warnings = gather_addresses(
+        [
+            ("owner ACME\\pat (user attribute 'email')", "pat@acme.example; oops\r\nBcc: x"),
+            ("approver ACME\\mgr (user attribute 'email')", None),
+            ("stream_approvers of stream Sales", "PAT@acme.example, mgr@acme.example"),
+        ]
+    )
+
+    assert [a.addr_spec for a in found] == ["pat@acme.example", "mgr@acme.example"]
+    assert warnings == [
+        "owner ACME\\pat (user attribute 'email'): 'oops' is not an email address; skipped",
+        "owner ACME\\pat (user attribute 'email'): 'Bcc: x' is not an email address; skipped",
+        "approver ACME\\mgr (user attribute 'email'): no email address; nobody is emailed there",
+    ]
+
+
+def test_a_mail_address_cannot_be_made_from_a_bad_address() -> None:
+    """MailAddress checks its address when made, so none can carry a line break into a header."""
+    with pytest.raises(ValueError):
+        MailAddress("owner@example.com\r\nBcc: thief@evil.example")
+
+
+def test_the_app_id_header_is_written_only_for_an_id() -> None:
+    """X-Qlik-App-Id carries a QRS id; anything else in its place (QRS never sends that) is left out."""
+    odd = AppSummary("=?utf-8?q?=0D=0ABcc:_x@evil.example?=", "Sales", "Bob", "Sales", "https://x/")
+
+    normal = parse(render_approval(app(), approver="M", sender=SENDER, to=TO))
+    hostile = parse(render_approval(odd, approver="M", sender=SENDER, to=TO))
+
+    assert (normal["X-Qlik-App-Id"], "X-Qlik-App-Id" in hostile) == (APP_ID, False)
+
+
+def test_a_rendered_email_survives_pickling() -> None:
+    """A message may cross a process boundary: pickled and back, it is written byte for byte the same."""
+    to = [MailAddress("a@b.example", "Pat")]
+    message = render_approval(app(name="Q3 =?utf-8?q?=0D=0A?="), approver="M", sender=SENDER, to=to)
+    written = bytes(message)  # the first write fixes the MIME boundary
+
+    back = pickle.loads(pickle.dumps(message))
+
+    assert (bytes(back), recipients(back)) == (written, ["a@b.example"])
 
 
 @settings(max_examples=100, deadline=None)
@@ -316,3 +436,11 @@ def test_any_text_as_names_keeps_headers_and_html_intact(name: str, stream: str,
     assert list(message.keys()) == EXPECTED_HEADERS
     assert "\n" not in subject_of(message) and "\r" not in subject_of(message)
     assert html.escape(one_line(name)) in page
+
+
+@pytest.mark.parametrize("sender", ["Qlik promotions", "a@b.example, c@d.example", "=?utf-8?q?x?=@b.example"])
+def test_a_sender_that_is_not_one_address_is_refused_when_settings_load(sender: str) -> None:
+    """email.sender is checked by the same parser when the settings load, not at the first email
+    (where it would fail every promotion that sends one)."""
+    with pytest.raises(ValidationError, match="sender"):
+        EmailSettings(sender=sender)

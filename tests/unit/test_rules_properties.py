@@ -140,3 +140,72 @@ def test_approval_key_changes_when_the_approval_is_set_again(
     )
 
     assert approval_key(reset, config) != approval_key(app, config)
+
+
+PEOPLE = st.sampled_from(["DEV\\manager", "DEV\\rep", "dev\\MANAGER", "INTERNAL\\sa_api"])
+SET_VALUES = st.lists(
+    st.tuples(st.sampled_from((*OUR_NAMES, "Region")), VALUES, PEOPLE, st.integers(0, 3)), max_size=8
+)
+WHEN_SET = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+# A request that promotes as it stands: the deciding value and targets, all set by the manager.
+ASKED = st.sampled_from([("PromotionApproval", "Approve"), ("PromoteOnReload", "True")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    asked=ASKED,
+    props=SET_VALUES,
+    late_name=st.sampled_from(["PromoteToServer", "PromoteToStream"]),
+    late_value=INTERESTING,
+    trigger=TRIGGERS,
+    config=SETTINGS,
+    tagged=st.booleans(),
+)
+def test_a_target_someone_else_set_after_the_deciding_value_never_promotes(
+    asked: tuple[str, str],
+    props: list[tuple[str, str, str, int]],
+    late_name: str,
+    late_value: str,
+    trigger: Trigger,
+    config: Any,
+    tagged: bool,
+) -> None:
+    """Whatever else the app carries, a target value set by an account other than the deciding value's
+    setter, later than every other value, neither promotes nor tags the app."""
+    request = [("PromoteToServer", "test - Overwrite"), ("PromoteToStream", "Everyone"), asked]
+    values = [prop(n, v, by="DEV\\manager", modified=WHEN_SET) for n, v in request]
+    values += [prop(n, v, by=who, modified=WHEN_SET + timedelta(minutes=m)) for n, v, who, m in props]
+    late = prop(late_name, late_value, by="DEV\\intruder", modified=WHEN_SET + timedelta(hours=1))
+    app = make_app(*values, late, tagged=tagged)
+
+    decision = decide(app, trigger, config, stream=make_stream(("EmailAlertOnPublishTo", "True")))
+
+    assert not decision.promotes
+    assert decision.action is not Action.TAG_FOR_RELOAD
+
+
+@settings(max_examples=300, deadline=None)
+@given(props=SET_VALUES, config=SETTINGS)
+def test_the_approver_is_always_the_setter_of_a_value_that_says_so(
+    props: list[tuple[str, str, str, int]], config: Any
+) -> None:
+    """An approval's approver set a PromotionApproval value reading as Approve, a denial's one reading as
+    Deny, a promotion on reload's a PromoteOnReload True; never anyone else."""
+    values = [prop(n, v, by=who, modified=WHEN_SET + timedelta(minutes=m)) for n, v, who, m in props]
+    app = make_app(*values)
+
+    def setters(name: str, reads: Any) -> set[str | None]:
+        return {
+            v.modified_by_user_name for v in app.custom_property_values(name) if reads(v.value.casefold())
+        }
+
+    for trigger in ("updated", "reloaded"):
+        decision = decide(app, trigger, config)
+        if decision.action is Action.PROMOTE:
+            assert decision.approver in setters("PromotionApproval", lambda t: "approve" in t)
+        if decision.action is Action.DENY:
+            assert decision.approver in setters("PromotionApproval", lambda t: "den" in t)
+        if decision.action in (Action.PROMOTE_ON_RELOAD, Action.TAG_FOR_RELOAD):
+            assert decision.approver in setters("PromoteOnReload", lambda t: t.strip() == "true")

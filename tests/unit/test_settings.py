@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from promoter.errors import SettingsError
-from promoter.settings import Settings, load_settings
+from promoter.settings import Settings, load_settings, write_settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "qs-promoter.example.toml"
@@ -323,3 +323,50 @@ def _documented_keys(text: str) -> dict[str, set[str]]:
         if key:
             keys.setdefault(section, set()).add(key[1])
     return keys
+
+
+def test_repr_shows_neither_the_ledger_password_nor_the_s3_access_key(tmp_path: Path) -> None:
+    """repr() and str() of the settings (as a log line or a traceback would show them) hide the
+    password inside ledger_url and the S3 access key id; writing the settings file still keeps both."""
+    password, key_id = "Ledger-Pw-7vQ2", "AKIAREPRTEST0001"
+    text = f'ledger_url = "postgresql+psycopg://qsp:{password}@db.example/qsp"\n' + GOOD
+    text += f'\n[versioning]\naccess_key_id = "{key_id}"\nsecret_access_key = "{{secret}}"\n'
+    settings = load_settings(write(tmp_path, text))
+
+    shown = [repr(settings), str(settings), repr(settings.versioning), settings.model_dump_json()]
+    again = load_settings(write_settings(settings, tmp_path / "again.toml"))
+
+    assert [t for t in shown if password in t or key_id in t or SECRET in t] == []
+    assert again.ledger_url.get_secret_value() == f"postgresql+psycopg://qsp:{password}@db.example/qsp"
+    assert again.versioning.access_key_id is not None
+    assert again.versioning.access_key_id.get_secret_value() == key_id
+
+
+def test_an_s3_endpoint_with_credentials_in_it_is_refused(tmp_path: Path) -> None:
+    """user:password@ in versioning.endpoint_url would be printed wherever the endpoint is shown (and
+    boto3 does not use it): refused at load, pointing at the key fields, without the password."""
+    url = f"https://minio:{SECRET}@s3.example:9000"
+
+    message = load_error(write(tmp_path, GOOD + f'\n[versioning]\nendpoint_url = "{url}"\n'))
+
+    assert "versioning.endpoint_url" in message and "access_key_id/secret_access_key" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["a" * 16, "a" * 40, "Ab1-" * 8, "short-secret", "almost-long-enough-0123456789ab"],
+    ids=["16 x a", "40 x a", "a word repeated", "12 characters", "31 characters"],
+)
+def test_a_weak_webhook_secret_is_refused_at_load(tmp_path: Path, weak: str) -> None:
+    """A non-empty webhook.secret shorter than 32 characters or made of one piece repeated is refused at
+    load with the field named and how to generate one, never the value; a random one (and none at all,
+    for a site without the webhook) loads."""
+    strong = "Zq4-Lm9_Tx2.Rb7~Wc5-Hd8_Ny3.Kf6~"
+
+    message = load_error(write(tmp_path, GOOD + f'\n[webhook]\nsecret = "{weak}"\n'))
+
+    assert "webhook.secret" in message and "secrets.token_urlsafe(32)" in message
+    assert weak not in message
+    assert load_settings(write(tmp_path, GOOD + f'\n[webhook]\nsecret = "{strong}"\n')).webhook.secret
+    assert load_settings(write(tmp_path, GOOD)).webhook.secret.get_secret_value() == ""

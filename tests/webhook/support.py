@@ -6,20 +6,22 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import uvicorn
 from fastapi import FastAPI
 from prefect import flow
 from prefect.client.orchestration import PrefectClient
 from pydantic import SecretStr
 
-from promoter.sandbox.serving import serve_in_thread
+from promoter.sandbox.repository import SYSTEM, Repository
+from promoter.sandbox.seed import seed_custom_property, seed_stream
+from promoter.sandbox.serving import ServerThread
 from promoter.settings import Settings, SiteSettings, WebhookSettings
+from promoter.webhook.serving import prepare
 from promoter.webhook.submitter import SubmitPolicy
 
 SECRET = "s3cret-for-tests-0123456789abcdef"
@@ -44,6 +46,11 @@ def make_settings(tmp_path: Path, **webhook: Any) -> Settings:
     values: dict[str, Any] = {"secret": SecretStr(SECRET), "outbox_path": tmp_path / "var" / "outbox.db"}
     values.update(webhook)
     return Settings(source_site=SiteSettings(host="dev.example"), webhook=WebhookSettings(**values))
+
+
+def with_webhook(settings: Settings, tmp_path: Path, **webhook: Any) -> Settings:
+    """``settings`` (the sandbox's, say) with the test webhook of make_settings()."""
+    return settings.model_copy(update={"webhook": make_settings(tmp_path, **webhook).webhook})
 
 
 def unused_url() -> str:
@@ -78,9 +85,18 @@ def notification(app_id: object, modified: str = "2026-05-01T12:00:00.000Z", **f
     return entry
 
 
-def serve(app: FastAPI) -> AbstractContextManager[str]:
-    """Run the app (with its lifespan) in uvicorn on a free loopback port; yields the base URL."""
-    return serve_in_thread(uvicorn.Config(app, log_level="warning", lifespan="on"))
+@contextmanager
+def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run the app as `webhook serve` does (its lifespan, the connection guard) in a thread, on a
+    free port of ``host``; yields the base URL."""
+    prepared = prepare(app, host=host, port=0, log_level="warning")
+    thread = ServerThread(prepared.config, prepared.sockets[0], name="webhook")
+    thread.start()
+    try:
+        thread.wait_started()
+        yield prepared.base_url
+    finally:
+        thread.stop()
 
 
 async def wait_until(predicate: Callable[[], Any], within: float = 30.0, every: float = 0.05) -> Any:
@@ -173,3 +189,14 @@ def apply_deployment(name: str) -> UUID:
     """Register handle-app-change under ``handle-app-change/<name>`` (no worker needed to create runs)."""
     deployment = handle_app_change.to_deployment(name=name)
     return deployment.apply()  # type: ignore[return-value]
+
+
+def alerting_stream(repo: Repository, name: str) -> dict[str, Any]:
+    """A stream whose EmailAlertOnPublishTo is True."""
+    stream = seed_stream(repo, name)
+    definition = seed_custom_property(repo, "EmailAlertOnPublishTo", ["True"], object_types=("Stream",))
+    with repo.lock:
+        values = [{"value": "True", "definition": {"id": definition["id"]}}]
+        return repo.update(
+            "stream", stream["id"], {**repo.get("stream", stream["id"]), "customProperties": values}, SYSTEM
+        )

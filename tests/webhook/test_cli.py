@@ -23,11 +23,11 @@ def write_config(tmp_path: Path, secret: str) -> Path:
 
 
 def test_serve_refuses_a_short_secret(tmp_path: Path) -> None:
-    """A secret under 16 characters stops `serve` with exit code 2 and a message naming the setting."""
+    """A secret under 32 characters stops `serve` with exit code 2 and a message naming the setting."""
     result = CliRunner().invoke(app, ["serve", "--config", str(write_config(tmp_path, "too-short"))])
 
     assert result.exit_code == 2
-    assert "webhook.secret must be at least 16 characters" in result.output
+    assert "webhook.secret" in result.output and "at least 32 characters" in result.output
     assert "too-short" not in result.output
 
 

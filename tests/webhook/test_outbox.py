@@ -111,3 +111,39 @@ async def test_submitted_entries_leave_the_queue_and_are_purged_later(tmp_path: 
         await outbox.close()
 
     assert (1, 1, [(waiting_id, None)]) == (stats.depth, purged, left)
+
+
+async def test_only_the_newest_waiting_notices_of_an_app_are_kept(tmp_path: Path) -> None:
+    """A flood for one app and kind keeps its newest max_waiting_per_app entries (one run covers them all
+    anyway); other apps and kinds keep theirs."""
+    outbox = Outbox(tmp_path / "outbox.db", max_waiting_per_app=5)
+    await outbox.open()
+    try:
+        flood = await outbox.append([notice("a", f"2026-05-01T12:00:{i:02d}.000Z") for i in range(50)])
+        await outbox.append([notice("a", kind="published"), notice("b")])
+        waiting = [(e.id, e.app_id, e.kind) for e in await outbox.entries(pending_only=True)]
+    finally:
+        await outbox.close()
+
+    assert [i for i, app, kind in waiting if (app, kind) == ("a", "updated")] == flood[-5:]
+    assert [(app, kind) for _, app, kind in waiting if (app, kind) != ("a", "updated")] == [
+        ("a", "published"),
+        ("b", "updated"),
+    ]
+
+
+async def test_a_notice_that_arrives_during_a_submission_is_kept_for_the_next_one(tmp_path: Path) -> None:
+    """With the app at its cap, a notice arriving after the submitter took the waiting ones survives
+    their submission: dropping makes room by the oldest, so nothing new is marked done unseen."""
+    outbox = Outbox(tmp_path / "outbox.db", max_waiting_per_app=3)
+    await outbox.open()
+    try:
+        await outbox.append([notice("a") for _ in range(3)])
+        (taken,) = await outbox.due(time.time(), limit=10)
+        (late,) = await outbox.append([notice("a", "2026-05-01T12:00:09.000Z")])
+        await outbox.mark_submitted(taken.ids, "run-1")
+        waiting = [e.id for e in await outbox.entries(pending_only=True)]
+    finally:
+        await outbox.close()
+
+    assert waiting == [late]

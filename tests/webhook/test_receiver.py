@@ -98,7 +98,8 @@ async def test_wrong_or_missing_secret_is_401_with_no_detail(
 
 
 async def test_source_outside_the_allowed_networks_is_403(tmp_path: Path) -> None:
-    """With allowed_networks set, a caller from elsewhere (here loopback) gets 403, even with the secret."""
+    """With allowed_networks set, a caller from elsewhere gets 403, even with the secret (here loopback,
+    a monitoring network by default: it may connect and read /healthz, never post)."""
     settings = make_settings(tmp_path, allowed_networks=[ip_network("10.0.0.0/8")])
     app = create_app(settings, prefect_client_factory=client_for(unused_url()), submit_policy=FAST)
     with serve(app) as base_url:

@@ -21,15 +21,21 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
 
+from promoter.sandbox.repository import Actor
+from promoter.sandbox.seed import seed_app
+from promoter.sandbox.server import Sandbox
+from promoter.settings import EmailSettings, Settings
 from promoter.webhook.app import create_app
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Notice, Outbox, OutboxEntry
-from promoter.webhook.submitter import Submitter
+from promoter.webhook.relevance import qrs_relevance
+from promoter.webhook.submitter import Relevance, Submitter
 from tests.webhook.support import (
     FAST,
     SECRET,
     TEST_DEPLOYMENT,
     SwitchableApi,
+    alerting_stream,
     apply_deployment,
     client_for,
     make_settings,
@@ -37,9 +43,12 @@ from tests.webhook.support import (
     serve,
     unused_url,
     wait_until,
+    with_webhook,
 )
 
 pytestmark = pytest.mark.e2e
+
+REP = Actor("ACME", "rep")
 
 
 async def runs_for(prefect_api: str, deployment_id: UUID, app_ids: Iterable[object]) -> list[FlowRun]:
@@ -73,7 +82,9 @@ async def post(client: httpx.AsyncClient, kind: ChangeKind, body: list[dict[str,
 async def test_a_notification_becomes_one_flow_run_with_the_change(
     tmp_path: Path, prefect_api: str, change_deployment: UUID
 ) -> None:
-    """An accepted app change is stored, then submitted: a flow run with app_id, trigger and change_id."""
+    """An accepted app change is stored, then submitted: a flow run with app_id, trigger and change_id
+    (without a relevance check reading QRS, the change is known by its outbox entry, never by the
+    modifiedDate its sender wrote)."""
     settings = make_settings(tmp_path)
     app_id = uuid4()
     app = create_app(
@@ -88,7 +99,7 @@ async def test_a_notification_becomes_one_flow_run_with_the_change(
             (entry,) = await wait_until(lambda: all_submitted(settings.webhook.outbox_path), within=30)
 
     (run,) = await runs_for(prefect_api, change_deployment, [app_id])
-    key = f"published:{app_id}:2026-05-01T12:00:00.123Z"
+    key = f"published:{app_id}:outbox-{entry.id}"
     assert response.status_code == 200
     assert run.parameters == {"app_id": str(app_id), "trigger": "published", "change_id": key}
     assert (run.idempotency_key, entry.flow_run_id) == (key, str(run.id))
@@ -102,16 +113,19 @@ async def all_submitted(path: Path) -> list[OutboxEntry] | None:
 
 
 async def test_ten_duplicate_notifications_make_one_flow_run(
-    tmp_path: Path, prefect_api: str, change_deployment: UUID
+    tmp_path: Path, prefect_api: str, change_deployment: UUID, sandbox: Sandbox, sandbox_settings: Settings
 ) -> None:
-    """Ten identical notifications, some arriving after the run was created, give exactly one flow run."""
-    settings = make_settings(tmp_path)
-    app_id = uuid4()
+    """Ten notifications of one change, some arriving after its run was created, give exactly one flow
+    run, keyed by the app's modifiedDate as QRS reports it."""
+    settings = with_webhook(sandbox_settings, tmp_path)
+    repo = sandbox.sites["dev"].repository
+    app_id = seed_app(repo, "Approved", owner=REP, custom_properties={"PromotionApproval": ["Approve"]})["id"]
     body = [notification(app_id, "2026-05-02T08:30:00.000Z")]
     app = create_app(
         settings,
         prefect_client_factory=client_for(prefect_api),
         deployment_name=TEST_DEPLOYMENT,
+        relevant=qrs_relevance(settings),
         submit_policy=FAST,
     )
     with serve(app) as base_url:
@@ -125,12 +139,78 @@ async def test_ten_duplicate_notifications_make_one_flow_run(
     assert [r.status_code for r in first + later] == [200] * 10
     assert (len(entries), len(runs)) == (10, 1)
     assert {e.flow_run_id for e in entries} == {str(runs[0].id)}
+    assert runs[0].idempotency_key == f"updated:{app_id}:{repo.get('app', app_id)['modifiedDate']}"
+
+
+async def test_a_forged_modified_date_never_swallows_a_real_change(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID, sandbox: Sandbox, sandbox_settings: Settings
+) -> None:
+    """A sender who writes a far-future modifiedDate gets at most a run for the app as QRS has it; a
+    real change later posted together with the same forgery gets its own run, keyed by QRS's date."""
+    settings = with_webhook(sandbox_settings, tmp_path)
+    repo = sandbox.sites["dev"].repository
+    app_id = seed_app(repo, "Approved", owner=REP, custom_properties={"PromotionApproval": ["Approve"]})["id"]
+    forged = notification(app_id, "9999-12-31T23:59:59.999Z")
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        relevant=qrs_relevance(settings),
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [forged])
+            await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+            before = repo.get("app", app_id)["modifiedDate"]
+            changed = repo.modify("app", app_id, REP, description="changed for real")["modifiedDate"]
+            await post(client, "updated", [notification(app_id, changed), forged])
+            entries = await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+
+    runs = {r.idempotency_key: str(r.id) for r in await runs_for(prefect_api, change_deployment, [app_id])}
+    assert set(runs) == {f"updated:{app_id}:{before}", f"updated:{app_id}:{changed}"}
+    assert [e.flow_run_id for e in entries] == [runs[f"updated:{app_id}:{before}"]] + [
+        runs[f"updated:{app_id}:{changed}"]
+    ] * 2
+
+
+async def test_only_publishes_that_may_alert_become_flow_runs(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID, sandbox: Sandbox, sandbox_settings: Settings
+) -> None:
+    """One notification to app-published naming many apps makes a run only for the app published to a
+    stream with EmailAlertOnPublishTo (email on, approvers set): not for one in a stream without it,
+    an unpublished app, or apps that do not exist."""
+    repo = sandbox.sites["dev"].repository
+    alerts = alerting_stream(repo, "Alerts")
+    email = EmailSettings(enabled=True, stream_approvers={alerts["id"]: ["manager@acme.example"]})
+    settings = with_webhook(sandbox_settings, tmp_path).model_copy(update={"email": email})
+    alerting = seed_app(repo, "Alerting", owner=REP, stream=alerts["id"])["id"]
+    quiet = seed_app(repo, "Quiet", owner=REP, stream="Quiet stream")["id"]
+    unpublished = seed_app(repo, "Unpublished", owner=REP)["id"]
+    strangers = [str(uuid4()) for _ in range(20)]
+    everyone = [alerting, quiet, unpublished, *strangers]
+    app = create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        relevant=qrs_relevance(settings),
+        submit_policy=FAST,
+    )
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            response = await post(client, "published", [notification(a) for a in everyone])
+            await wait_until(lambda: _none_pending(settings.webhook.outbox_path), within=60)
+
+    runs = await runs_for(prefect_api, change_deployment, everyone)
+    assert (response.status_code, response.json()) == (200, {"queued": 23, "ignored": 0})
+    assert [r.parameters["app_id"] for r in runs] == [alerting]
 
 
 async def test_a_burst_for_one_app_is_collapsed_into_a_run_for_the_newest_change(
     tmp_path: Path, prefect_api: str, change_deployment: UUID
 ) -> None:
-    """Changes of one app and kind that wait together become one run, keyed by the newest modifiedDate."""
+    """Changes of one app and kind that wait together become one run (keyed, without a relevance check,
+    by the newest of their outbox entries)."""
     settings = make_settings(tmp_path)
     app_id = uuid4()
     dates = [f"2026-05-03T09:00:0{i}.000Z" for i in range(5)]
@@ -150,7 +230,7 @@ async def test_a_burst_for_one_app_is_collapsed_into_a_run_for_the_newest_change
         entries = await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
 
     (run,) = await runs_for(prefect_api, change_deployment, [app_id])
-    assert run.idempotency_key == f"reloaded:{app_id}:{dates[-1]}"
+    assert run.idempotency_key == f"reloaded:{app_id}:outbox-{entries[-1].id}"
     assert [e.flow_run_id for e in entries] == [str(run.id)] * 5
 
 
@@ -235,9 +315,9 @@ async def test_the_relevance_check_removes_changes_that_need_no_run(
     boring, approved = uuid4(), uuid4()
     asked: list[tuple[str, str]] = []
 
-    async def relevant(app_id: str, kind: str) -> tuple[bool, str]:
+    async def relevant(app_id: str, kind: str) -> Relevance:
         asked.append((app_id, kind))
-        return (app_id == str(approved), "no approval properties set")
+        return Relevance(app_id == str(approved), "no approval properties set")
 
     app = create_app(
         settings,
