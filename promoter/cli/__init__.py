@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from promoter.cli import demo, doctor, operations, sandbox, up, webhook
+from promoter.cli import demo, doctor, executor, operations, sandbox, up, webhook
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command(name="demo")(demo.demo)
 app.command(name="up")(up.up)
+app.command(name="executor")(executor.executor)
 app.command(name="doctor")(doctor.doctor)
 app.command(name="promote")(operations.promote)
 app.command(name="rollback")(operations.rollback)

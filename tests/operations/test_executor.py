@@ -1,0 +1,446 @@
+"""`qs-promoter executor`: the work pool's flow runs run in one process, several at once, and the
+UI's Retry and Cancel, a stop and a killed executor all end as an admin expects.
+
+A real Prefect server (the session's); the flows are small ones of tests/fixtures/executor.py,
+registered as deployments of a work pool of each test's own. Runs wait for a file the test
+creates, so the test decides when each one ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID, uuid4
+
+import pytest
+from prefect.states import AwaitingRetry, Cancelling, Running
+
+from promoter.deployments.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
+from promoter.deployments.orchestration import with_prefect, worker_seen
+from promoter.deployments.stack import project_dir
+from promoter.settings import PrefectSettings, Settings, SiteSettings, write_settings
+from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
+from tests.fixtures.deployments import Registration, child_environment, cli_command
+from tests.fixtures.executor import GATED, TWO_STEPS, register
+from tests.fixtures.stack import run
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+pytestmark = [pytest.mark.e2e, IN_PROCESS_FLOWS]
+
+T = TypeVar("T")
+WITHIN = 60.0  # seconds for anything to happen on a busy 2-core machine
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WITHIN
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {WITHIN:.0f} s"
+        time.sleep(0.05)
+
+
+@dataclass
+class Pool:
+    """A work pool of this test with the test flows' deployments, and the folder their runs mark."""
+
+    api_url: str
+    name: str
+    folder: Path
+    deployments: dict[str, UUID]
+
+    def prefect(self, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        return run(with_prefect(self.api_url, call))
+
+    def options(self, **changes: Any) -> ExecutorOptions:
+        return ExecutorOptions(**{"pool": self.name, "name": f"{self.name}-executor", **changes})
+
+    def start(self, label: str, flow: str = GATED) -> UUID:
+        """A run of ``flow``'s deployment, as the webhook or the UI's Run creates one."""
+
+        async def create(client: PrefectClient) -> UUID:
+            parameters = {"folder": str(self.folder), "label": label}
+            return (
+                await client.create_flow_run_from_deployment(self.deployments[flow], parameters=parameters)
+            ).id
+
+        return self.prefect(create)
+
+    def flow_run(self, run_id: UUID) -> FlowRun:
+        return self.prefect(lambda client: client.read_flow_run(run_id))
+
+    def wait_state(self, run_id: UUID, *types: str) -> FlowRun:
+        """The run once its state type is one of ``types`` (e.g. "COMPLETED")."""
+        deadline = time.monotonic() + WITHIN
+        while True:
+            found = self.flow_run(run_id)
+            if found.state_type is not None and found.state_type.value in types:
+                return found
+            assert time.monotonic() < deadline, f"{found.name} is {found.state_name}, not {types}"
+            time.sleep(0.1)
+
+    def history(self, run_id: UUID) -> list[str]:
+        """The names of every state the run went through, oldest first."""
+        states = self.prefect(lambda client: client.read_flow_run_states(run_id))
+        return [state.name or "" for state in states]
+
+    def path(self, label: str, what: str) -> Path:
+        return self.folder / f"{label}.{what}"
+
+    def go(self, label: str) -> None:
+        self.path(label, "go").touch()
+
+    def wait_mark(self, label: str, what: str) -> str:
+        wait_until(self.path(label, what).exists, f"{label}.{what}")
+        return self.path(label, what).read_text(encoding="utf-8")
+
+    def lines(self, label: str, what: str) -> list[str]:
+        path = self.path(label, what)
+        return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    def settings_file(self) -> Path:
+        """A settings file naming this pool (the executor reads prefect.work_pool from it)."""
+        settings = Settings(
+            source_site=SiteSettings(host="qlik-dev.invalid"), prefect=PrefectSettings(work_pool=self.name)
+        )
+        return write_settings(settings, self.folder / "qs-promoter.toml")
+
+
+@pytest.fixture
+def pool(prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pool:
+    # The executor's pull step changes this process's folder: it is given back afterwards.
+    monkeypatch.chdir(project_dir())
+    name = f"executor-{uuid4().hex[:8]}"
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    return Pool(prefect_api, name, folder, run(with_prefect(prefect_api, lambda c: register(c, name))))
+
+
+@contextmanager
+def executing(options: ExecutorOptions) -> Iterator[Executor]:
+    """An executor running in a thread of this process, ready (listening and polled once);
+    stopped at once afterwards."""
+    executor = Executor(options)
+    thread = executor.run_in_thread()
+    try:
+        while not executor.ready.wait(0.1):
+            if not thread.is_alive():
+                raise AssertionError(f"the executor ended before it was ready: {executor.error!r}")
+        yield executor
+    finally:
+        executor.request_stop()
+        executor.request_stop()
+        thread.join(WITHIN)
+    assert not thread.is_alive(), "the executor did not stop"
+    assert executor.error is None, executor.error
+
+
+class Output:
+    """The lines a child process writes (stdout and stderr), collected by a thread."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str) -> None:
+        wait_until(lambda: any(text in line for line in list(self.lines)), f"{text!r} in the output")
+
+    def text(self) -> str:
+        self._thread.join(5)
+        return "".join(self.lines)
+
+
+@contextmanager
+def cli_executor(pool: Pool, name: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    """`qs-promoter executor` as its service manager starts it, ready to take runs; killed afterwards."""
+    with subprocess.Popen(
+        cli_command("executor", "--config", str(pool.settings_file()), "--name", name, *args),
+        cwd=pool.folder,
+        env=child_environment(PREFECT_API_URL=pool.api_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    ) as process:
+        output = Output(process)
+        try:
+            output.wait_for(f"taking runs of work pool {pool.name!r}")
+            yield process, output
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(WITHIN)
+            output.text()  # the reader has seen the end of the output before the pipe is closed
+
+
+def test_runs_of_the_pool_run_in_this_process_and_complete(pool: Pool) -> None:
+    """Runs of a registered deployment are claimed and run by the executor's own process (no
+    process per run), end Completed, carry the executor's name, and the pool lists the executor
+    as a worker (its heartbeat)."""
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    labels = ["one", "two", "three"]
+    for label in labels:
+        pool.go(label)
+    runs = [pool.start(label) for label in labels]
+    options = pool.options()
+
+    with executing(options):
+        finished = [pool.wait_state(run_id, "COMPLETED") for run_id in runs]
+        online = pool.prefect(lambda c: worker_seen(c, pool.name, options.name, since))
+
+    assert {pool.wait_mark(label, "started").split()[0] for label in labels} == {str(os.getpid())}
+    assert all(run.infrastructure_pid == options.marker for run in finished)
+    assert online
+
+
+def test_runs_run_several_at_once_up_to_the_limit(pool: Pool) -> None:
+    """With a limit of 2, two runs run at the same time and a third starts only when one of them
+    has ended."""
+    labels = ["a", "b", "c"]
+    runs = [pool.start(label) for label in labels]
+
+    with executing(pool.options(limit=2)):
+        wait_until(lambda: sum(pool.path(label, "started").exists() for label in labels) == 2, "two started")
+        first = next(label for label in labels if pool.path(label, "started").exists())
+        waiting = [label for label in labels if not pool.path(label, "started").exists()]
+        pool.go(first)
+        pool.wait_state(runs[labels.index(first)], "COMPLETED")
+        for label in labels:
+            pool.go(label)
+        for run_id in runs:
+            pool.wait_state(run_id, "COMPLETED")
+
+    spans = [
+        (float(pool.wait_mark(label, "started").split()[1]), float(pool.wait_mark(label, "ended")))
+        for label in labels
+    ]
+    at_once = [sum(start <= moment < end for start, end in spans) for moment, _ in spans]
+    assert max(at_once) == 2
+    assert len(waiting) == 1
+    third_started = spans[labels.index(waiting[0])][0]
+    assert third_started >= spans[labels.index(first)][1]
+
+
+def test_a_new_run_starts_on_the_servers_event_not_at_the_next_poll(pool: Pool) -> None:
+    """A run created while the executor waits is started by the server's Scheduled event: with
+    polls ten minutes apart it still completes within a minute."""
+    with executing(pool.options(poll_seconds=600.0)):
+        pool.go("prompt")
+        run_id = pool.start("prompt")
+        pool.wait_state(run_id, "COMPLETED")
+
+
+def test_ui_retry_runs_the_same_run_again_with_finished_steps_cached(pool: Pool) -> None:
+    """Retry in the UI (set_state AwaitingRetry, not forced, as the UI sends it) schedules the
+    failed run again: the executor runs it a second time, the step that had finished comes back
+    Cached (its body runs once), the failed one runs again, and the run completes."""
+    pool.path("retry", "fail").touch()
+    run_id = pool.start("retry", TWO_STEPS)
+
+    with executing(pool.options()):
+        pool.wait_state(run_id, "FAILED")
+        pool.path("retry", "fail").unlink()
+        answer = pool.prefect(lambda c: c.set_flow_run_state(run_id, AwaitingRetry(), force=False))
+        assert answer.status.value == "ACCEPT"
+        retried = pool.wait_state(run_id, "COMPLETED")
+
+    assert retried.run_count == 2
+    assert pool.lines("retry", "log") == ["prepare", "finish", "finish"]
+    assert pool.lines("retry", "states") == ["Completed", "Cached"]
+
+
+def test_ui_cancel_ends_cancelled_while_another_run_completes(pool: Pool) -> None:
+    """Cancel in the UI (Cancelling, as the UI sends it) stops that run's flow and it ends
+    Cancelled, never Crashed; another run of the same executor goes on and completes."""
+    cancelled, other = pool.start("cancelled"), pool.start("other")
+
+    with executing(pool.options()):
+        pool.wait_mark("cancelled", "started")
+        pool.wait_mark("other", "started")
+        pool.prefect(lambda c: c.set_flow_run_state(cancelled, Cancelling(), force=False))
+        pool.wait_state(cancelled, "CANCELLED")
+        pool.go("other")
+        pool.wait_state(other, "COMPLETED")
+
+    assert "Crashed" not in pool.history(cancelled)
+    assert not pool.path("cancelled", "ended").exists()
+    assert Stop.CANCEL.value == pool.flow_run(cancelled).state.message  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_sigterm_drains_the_executor(pool: Pool) -> None:
+    """SIGTERM: the executor takes no new run, lets a running one finish within the grace
+    period, cancels the one still running after it (Cancelled, so it can be run again, never
+    Crashed) and exits with code 0."""
+    with cli_executor(pool, "drained", "--stop-grace", "8") as (process, output):
+        finishing, stuck = pool.start("finishing"), pool.start("stuck")
+        pool.wait_mark("finishing", "started")
+        pool.wait_mark("stuck", "started")
+
+        process.send_signal(signal.SIGTERM)
+        output.wait_for("stopping: waiting up to 8 s for 2 flow run(s) to finish")
+        late = pool.start("late")
+        pool.go("finishing")
+        code = process.wait(WITHIN)
+
+    assert code == 0, output.text()
+    assert pool.flow_run(finishing).state_name == "Completed"
+    ended = pool.flow_run(stuck)
+    assert (ended.state_name, ended.state.message) == ("Cancelled", Stop.SHUTDOWN.value)  # type: ignore[union-attr]
+    assert "Crashed" not in pool.history(stuck)
+    assert pool.flow_run(late).state_name == "Scheduled"
+    assert not pool.path("late", "started").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_runs_a_killed_executor_left_are_marked_crashed_when_it_starts_again(pool: Pool) -> None:
+    """After a kill -9 the run it was running stays Running; the executor of the same name marks
+    it Crashed when it starts again (so reconcile retries it), and leaves another executor's
+    running run alone."""
+    with cli_executor(pool, "killed") as (process, _):
+        orphan = pool.start("orphan")
+        pool.wait_mark("orphan", "started")
+        process.kill()
+        process.wait(WITHIN)
+    assert pool.flow_run(orphan).state_name == "Running"
+    elsewhere = pool.start("elsewhere")
+
+    async def running_elsewhere(client: PrefectClient) -> None:
+        await client.set_flow_run_state(elsewhere, Running(), force=True)
+        await client.update_flow_run(elsewhere, infrastructure_pid="another-executor:1")
+
+    pool.prefect(running_elsewhere)
+
+    with executing(pool.options(name="killed")):
+        crashed = pool.wait_state(orphan, "CRASHED")
+
+    assert "killed stopped or died" in (crashed.state.message or "")  # type: ignore[union-attr]
+    assert pool.flow_run(elsewhere).state_name == "Running"
+
+
+def test_a_deployment_whose_flow_cannot_be_imported_does_not_stop_the_others(pool: Pool) -> None:
+    """A deployment whose entrypoint names no flow (a flow removed in an upgrade): the executor
+    starts anyway, that deployment's run ends Crashed saying why, and the other runs go on."""
+
+    async def broken_run(client: PrefectClient) -> UUID:
+        flow_id = await client.create_flow_from_name("executor-test-removed")
+        deployment = await client.create_deployment(
+            flow_id=flow_id,
+            name=pool.name,
+            work_pool_name=pool.name,
+            entrypoint="tests.fixtures.executor:removed",
+        )
+        return (await client.create_flow_run_from_deployment(deployment)).id
+
+    broken = pool.prefect(broken_run)
+    pool.go("fine")
+    fine = pool.start("fine")
+
+    with executing(pool.options()):
+        crashed = pool.wait_state(broken, "CRASHED")
+        pool.wait_state(fine, "COMPLETED")
+
+    assert "cannot load the flow: cannot import tests.fixtures.executor:removed" in (
+        crashed.state.message or ""
+    )  # type: ignore[union-attr]
+
+
+def test_it_exits_for_a_restart_after_its_number_of_runs(pool: Pool) -> None:
+    """With restart_after_runs=2 the executor takes two runs, lets them end, and stops with
+    Outcome.RESTART (exit code 75 for its service manager); the third run waits for the next one."""
+    labels = ["first", "second", "third"]
+    for label in labels:
+        pool.go(label)
+    runs = [pool.start(label) for label in labels]
+    executor = Executor(pool.options(restart_after_runs=2))
+
+    thread = executor.run_in_thread()
+    thread.join(WITHIN)
+
+    assert not thread.is_alive(), "the executor did not end by itself"
+    assert executor.error is None and executor.outcome is Outcome.RESTART
+    states = sorted(pool.flow_run(run_id).state_name or "" for run_id in runs)
+    assert states == ["Completed", "Completed", "Scheduled"]
+
+
+def test_it_exits_for_a_restart_above_its_memory_ceiling(pool: Pool) -> None:
+    """Above its memory ceiling the executor finishes the run it has, takes no other, and stops
+    with Outcome.RESTART."""
+    for label in ("first", "second"):
+        pool.go(label)
+    runs = [pool.start(label) for label in ("first", "second")]
+    executor = Executor(pool.options(limit=1, restart_above_bytes=1))
+
+    thread = executor.run_in_thread()
+    thread.join(WITHIN)
+
+    assert not thread.is_alive(), "the executor did not end by itself"
+    assert executor.error is None and executor.outcome is Outcome.RESTART
+    assert "memory" in executor.restart_reason
+    assert sorted(pool.flow_run(run_id).state_name or "" for run_id in runs) == ["Completed", "Scheduled"]
+
+
+def test_prefect_yaml_deployments_load_into_the_executor(
+    registered_deployments: Registration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every deployment prefect.yaml registers is imported by the executor from its entrypoint,
+    after prefect.yaml's pull step changed into the project folder."""
+    monkeypatch.chdir(project_dir().parent)
+
+    async def load(client: PrefectClient) -> list[str]:
+        return sorted(flow.name for flow in (await load_pool_flows(client, "qs-promoter")).values())
+
+    names = run(with_prefect(registered_deployments.api_url, load))
+
+    assert Path.cwd() == project_dir()
+    assert names == [
+        "alert-on-publish",
+        "handle-app-change",
+        "keep-subscriptions",
+        "promote-app",
+        "reconcile",
+        "rollback-app",
+    ]
+
+
+def test_an_approval_is_promoted_by_the_executor(
+    stage: Stage, pool: Pool, registered_deployments: Registration
+) -> None:
+    """End to end: prefect.yaml's handle-app-change deployment (its entrypoint and pull step, in a
+    pool of this test's own) runs an approval in the executor, and the app lands on the target."""
+    app = run(stage.publish("Executor Sales"))
+    run(stage.approve(app.id, ["test - Overwrite"], ["Everyone"]))
+
+    async def change_run(client: PrefectClient) -> UUID:
+        original = await client.read_deployment_by_name("handle-app-change/qs-promoter")
+        deployment = await client.create_deployment(
+            flow_id=original.flow_id,
+            name=pool.name,
+            work_pool_name=pool.name,
+            entrypoint=original.entrypoint,
+            pull_steps=original.pull_steps,
+            parameter_openapi_schema=original.parameter_openapi_schema,
+        )
+        parameters = {"app_id": str(app.id), "trigger": "updated"}
+        return (await client.create_flow_run_from_deployment(deployment, parameters=parameters)).id
+
+    with executing(pool.options()):
+        change = pool.prefect(change_run)
+        pool.wait_state(change, "COMPLETED")
+
+    everyone = stage.world.target_streams["test"]["Everyone"]
+    promoted = [(a.name, a.stream.id if a.stream else None) for a in run(stage.apps("test"))]
+    assert promoted == [("Executor Sales", everyone)]
