@@ -79,8 +79,8 @@ async def build_world(settings: Settings) -> World:
             name: await _definition(dev, name, types, choices[name])
             for name, (types, _) in DEFINITIONS.items()
         }
-        await _user(dev, REP, [])
-        await _user(
+        await add_user(dev, REP, [])
+        await add_user(
             dev,
             MANAGER,
             [_value(definitions, "CanPromote", "True"), _value(definitions, "CanPromoteGroup", GROUP)],
@@ -150,7 +150,8 @@ async def _definition(
     )
 
 
-async def _user(qrs: QrsClient, person: Person, custom: list[CustomPropertyValue]) -> UUID:
+async def add_user(qrs: QrsClient, person: Person, custom: list[CustomPropertyValue]) -> UUID:
+    """The user ``person`` on the site (made as a directory sync would, with its email attribute)."""
     existing = await qrs.user_by_account(person.account)
     if existing is not None:
         return existing.id

@@ -17,22 +17,12 @@ import pytest
 from promoter.flows.handle import handle_app_change
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import CustomPropertyValue
-from promoter.sandbox.world import GROUP, MANAGER, REP, Person
+from promoter.sandbox.world import GROUP, MANAGER, REP, Person, add_user
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
+from tests.security.email_wire import HEADERS
 
 pytestmark = IN_PROCESS_FLOWS
 
-OUR_HEADERS = [
-    "Subject",
-    "From",
-    "To",
-    "Date",
-    "Message-ID",
-    "Auto-Submitted",
-    "X-Qlik-App-Id",
-    "MIME-Version",
-    "Content-Type",
-]
 FORGING_NAME = "Q3=?utf-8?q?=0D=0ABcc=3A_rep=40evil.example=0D=0AReply-To=3A_rep=40evil.example?="
 
 
@@ -48,15 +38,8 @@ async def add_person(stage: Stage, person: Person, *, may_promote: bool = False)
         if may_promote
         else []
     )
-    body = {
-        "userId": person.user_id,
-        "userDirectory": person.directory,
-        "name": person.name,
-        "attributes": [{"attributeType": "email", "attributeValue": person.email}],
-        "customProperties": [cp.to_qrs() for cp in custom],
-    }
     async with QrsClient.for_site(stage.settings, "source") as qrs:
-        return UUID((await qrs.create_entity("user", body))["id"])
+        return await add_user(qrs, person, custom)
 
 
 async def test_an_app_named_with_encoded_words_forges_no_header_in_any_email(stage: Stage) -> None:
@@ -73,7 +56,7 @@ async def test_an_app_named_with_encoded_words_forges_no_header_in_any_email(sta
     assert len(received) == 4
     for mail in received:
         message = BytesParser(policy=policy.default).parsebytes(mail.raw)
-        assert list(message.keys()) == OUR_HEADERS
+        assert list(message.keys()) == HEADERS
         assert set(mail.rcpt_tos) <= {REP.email, MANAGER.email}
         assert {a.addr_spec for a in message["To"].addresses} == set(mail.rcpt_tos)
         assert f'"{FORGING_NAME}"' in str(message["Subject"])

@@ -19,6 +19,7 @@ from promoter.mailer import check_login, send
 from promoter.sandbox.smtp import SmtpSandbox
 from promoter.settings import EmailSettings
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER
+from tests.security.email_wire import HEADERS
 
 pytestmark = pytest.mark.e2e
 
@@ -29,18 +30,6 @@ APP = AppSummary(
     "Sales",
     "https://qlik.example.com/sense/app/6f0f4d5e-2b1a-4c3d-9e8f-0a1b2c3d4e5f",
 )
-
-OUR_HEADERS = [
-    "Subject",
-    "From",
-    "To",
-    "Date",
-    "Message-ID",
-    "Auto-Submitted",
-    "X-Qlik-App-Id",
-    "MIME-Version",
-    "Content-Type",
-]
 
 
 def approval(sender: str, to: str = "owner@example.com") -> EmailMessage:
@@ -94,7 +83,7 @@ def test_encoded_words_in_names_arrive_as_text_not_as_headers(smtp_server: SmtpS
         "qs-promoter@sandbox.test",
         ("owner@example.com", "mgr@example.com"),
     )
-    assert list(message.keys()) == OUR_HEADERS
+    assert list(message.keys()) == HEADERS
     assert str(message["Subject"]) == f'[qs-promoter] Approved: "{name}"'
     assert [(a.display_name, a.addr_spec) for a in message["To"].addresses] == [
         ("=?utf-8?q?Pat=0D=0ABcc:_x@evil.example?=", "owner@example.com"),

@@ -31,21 +31,11 @@ from promoter.mail import (
 )
 from promoter.mail_headers import one_line, recipients
 from promoter.settings import EmailSettings
+from tests.security.email_wire import HEADERS
 
 SENDER = "Qlik promotions <qs-promoter@example.com>"
 TO = ("owner@example.com", "approver@example.com")
 APP_ID = "6f0f4d5e-2b1a-4c3d-9e8f-0a1b2c3d4e5f"
-EXPECTED_HEADERS = [
-    "Subject",
-    "From",
-    "To",
-    "Date",
-    "Message-ID",
-    "Auto-Submitted",
-    "X-Qlik-App-Id",
-    "MIME-Version",
-    "Content-Type",
-]
 HOSTILE_NAMES = {
     "crlf header injection": "Sales\r\nBcc: thief@evil.example\r\n\r\nbody",
     "bare lf": "Sales\nX-Injected: 1",
@@ -150,7 +140,7 @@ def test_hostile_names_never_inject_headers_or_html(
 
     text, page = parts(message)
 
-    assert list(message.keys()) == EXPECTED_HEADERS
+    assert list(message.keys()) == HEADERS
     assert [a.addr_spec for a in message["To"].addresses] == ["owner@example.com", "approver@example.com"]
     subject = subject_of(message)
     assert not any(ch in subject for ch in "\r\n\x85\u2028\u2029\u202e")
@@ -433,7 +423,7 @@ def test_any_text_as_names_keeps_headers_and_html_intact(name: str, stream: str,
 
     page = parts(message)[1]
 
-    assert list(message.keys()) == EXPECTED_HEADERS
+    assert list(message.keys()) == HEADERS
     assert "\n" not in subject_of(message) and "\r" not in subject_of(message)
     assert html.escape(one_line(name)) in page
 

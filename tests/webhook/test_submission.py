@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prefect import flow
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
@@ -106,6 +107,17 @@ async def test_a_notification_becomes_one_flow_run_with_the_change(
     assert json.loads(entry.payload)["objectID"] == str(app_id)
 
 
+def checked_by_qrs(settings: Settings, prefect_api: str) -> FastAPI:
+    """The webhook as `serve` builds it: the relevance check reads each app from the sandbox QRS."""
+    return create_app(
+        settings,
+        prefect_client_factory=client_for(prefect_api),
+        deployment_name=TEST_DEPLOYMENT,
+        relevant=qrs_relevance(settings),
+        submit_policy=FAST,
+    )
+
+
 async def all_submitted(path: Path) -> list[OutboxEntry] | None:
     """Every entry of the outbox, once all of them have their flow run; None before."""
     entries = await outbox_entries(path)
@@ -121,13 +133,7 @@ async def test_ten_duplicate_notifications_make_one_flow_run(
     repo = sandbox.sites["dev"].repository
     app_id = seed_app(repo, "Approved", owner=REP, custom_properties={"PromotionApproval": ["Approve"]})["id"]
     body = [notification(app_id, "2026-05-02T08:30:00.000Z")]
-    app = create_app(
-        settings,
-        prefect_client_factory=client_for(prefect_api),
-        deployment_name=TEST_DEPLOYMENT,
-        relevant=qrs_relevance(settings),
-        submit_policy=FAST,
-    )
+    app = checked_by_qrs(settings, prefect_api)
     with serve(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url) as client:
             first = await asyncio.gather(*(post(client, "updated", body) for _ in range(5)))
@@ -151,13 +157,7 @@ async def test_a_forged_modified_date_never_swallows_a_real_change(
     repo = sandbox.sites["dev"].repository
     app_id = seed_app(repo, "Approved", owner=REP, custom_properties={"PromotionApproval": ["Approve"]})["id"]
     forged = notification(app_id, "9999-12-31T23:59:59.999Z")
-    app = create_app(
-        settings,
-        prefect_client_factory=client_for(prefect_api),
-        deployment_name=TEST_DEPLOYMENT,
-        relevant=qrs_relevance(settings),
-        submit_policy=FAST,
-    )
+    app = checked_by_qrs(settings, prefect_api)
     with serve(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url) as client:
             await post(client, "updated", [forged])
@@ -189,13 +189,7 @@ async def test_only_publishes_that_may_alert_become_flow_runs(
     unpublished = seed_app(repo, "Unpublished", owner=REP)["id"]
     strangers = [str(uuid4()) for _ in range(20)]
     everyone = [alerting, quiet, unpublished, *strangers]
-    app = create_app(
-        settings,
-        prefect_client_factory=client_for(prefect_api),
-        deployment_name=TEST_DEPLOYMENT,
-        relevant=qrs_relevance(settings),
-        submit_policy=FAST,
-    )
+    app = checked_by_qrs(settings, prefect_api)
     with serve(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url) as client:
             response = await post(client, "published", [notification(a) for a in everyone])
