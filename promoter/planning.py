@@ -10,6 +10,10 @@ rule; QRS matches names case-insensitively); a stream without such an app gets a
 A remembered app that is gone is never replaced by a name match (it may be someone else's app):
 the stream gets a fresh publish and the stale identity is reported for the ledger to forget.
 
+Streams that do not exist on a site are reported and the others served (as the original). A site
+where none of them exists fails: the approval asked for something that could not be done there,
+and the source app must stay where it is until an admin creates a stream (a retry then promotes).
+
 Fresh publishes, in both modes, cost one upload: the uploaded app is published to the first
 stream and server-side copies of it to the others. With Overwrite the same upload is the source
 of every replace; when no stream needs a fresh publish it is temporary and deleted afterwards.
@@ -50,7 +54,7 @@ class Replacement:
 
 @dataclass(frozen=True, slots=True)
 class SitePlan:
-    """What to do on one site; empty when none of the streams exist there."""
+    """What to do on one site; empty, with a ``failure``, when none of the streams exist there."""
 
     site: str
     mode: Mode
@@ -76,8 +80,12 @@ class SitePlan:
         return first + self.copy_to
 
     @property
-    def nothing_to_do(self) -> bool:
-        return not self.needs_upload
+    def failure(self) -> str | None:
+        """Why nothing can be promoted on this site (none of the requested streams exist), or None."""
+        if self.needs_upload:
+            return None
+        missing = ", ".join(repr(name) for name in self.streams_missing)
+        return f"none of the requested streams exist on {self.site} ({missing}): nothing was promoted there"
 
 
 def _found(
@@ -113,8 +121,7 @@ def plan_site(
     """
     found, missing = _found(target, streams)
     notes = [f"stream {name!r} does not exist on {target.site}" for name in missing]
-    if not found:
-        notes.append(f"none of the streams exist on {target.site}: nothing is promoted there")
+    if not found:  # the plan's failure says so
         return SitePlan(target.site, target.mode, tuple(missing), (), None, (), (), tuple(notes))
     if target.mode is Mode.DUPLICATE:
         return SitePlan(

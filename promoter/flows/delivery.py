@@ -48,9 +48,11 @@ async def deliver(
             plan = plan_site(target, app.name, found.streams, found.apps, known)
             for note in plan.notes:
                 log.info("%s: %s", target.site, note)
-            if not plan.nothing_to_do:
-                slot = await ledger.upload_slot(request_key, target.site)
-                await place(plan, app, exported, description, slot, settings, work, placements, backups)
+            if plan.failure is not None:
+                log.error("%s: promotion failed: %s", target.site, plan.failure)
+                return outcome_of(target, plan, (), backups, (plan.failure,))
+            slot = await ledger.upload_slot(request_key, target.site)
+            await place(plan, app, exported, description, slot, settings, work, placements, backups)
     except Exception as exc:  # one site's failure must not stop the others; the run still fails
         log.error("%s: promotion failed: %s", target.site, exc)
         kept = tuple(p for p in placements if p.action == "replaced")  # the others were taken back
@@ -58,6 +60,20 @@ async def deliver(
     if placements:
         log.info("%s: %s", target.site, ", ".join(f"{p.action} in {p.stream!r}" for p in placements))
     return outcome_of(target, plan, tuple(placements), backups, ())
+
+
+async def can_receive(target: Target, app_name: str) -> bool:
+    """Whether one of the target's streams exists on its site, so that a promotion can place the app there.
+
+    A site that cannot be read counts as able: what this answer gates (the S3 version) is better
+    stored for a promotion that then fails there than missing from one that succeeds.
+    """
+    try:
+        found = await site.survey_site(target.site, app_name, target.streams, ())
+    except Exception as exc:  # the delivery to this site reports the failure, if it lasts
+        get_run_logger().warning("%s: could not read the streams: %s", target.site, exc)
+        return True
+    return plan_site(target, app_name, found.streams).failure is None
 
 
 def outcome_of(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 from prefect import get_run_logger
 
@@ -17,7 +18,7 @@ from promoter.addresses import MailAddress, gather_addresses
 from promoter.approval import Decision, Mode, Target
 from promoter.authorization import parse_account
 from promoter.errors import PromoterError
-from promoter.flows.delivery import deliver
+from promoter.flows.delivery import can_receive, deliver
 from promoter.mail_headers import one_line
 from promoter.outcome import (
     SiteOutcome,
@@ -79,6 +80,9 @@ async def promote(
 ) -> list[SiteOutcome]:
     """Export once, version, deliver to every site in parallel, then unpublish or strip, and report.
 
+    A site where none of the requested streams exist fails, so the source app is unpublished or
+    stripped only when every requested site received it.
+
     ``approved`` is False for promote-on-reload and manual runs: no approval email then.
     """
     log = get_run_logger()
@@ -120,21 +124,7 @@ async def promote(
     work = settings.work_dir / upload_token(request_key, SOURCE)
     exported = work / "app.qvf"
     await site.export_app(SOURCE, app.id, exported)
-    # A new run of a request that failed before keeps the S3 version that attempt stored: the
-    # sites it finished already name that version in their description.
-    s3_key, version_id = await ledger.recorded_version(request_key) or (None, None)
-    if decision.version and s3_key is None:
-        without_data = work / "app-without-data.qvf"
-        await site.export_app(SOURCE, app.id, without_data, skip_data=True)
-        metadata = {
-            "source-site": settings.source_site.host,
-            "approver": decision.approver or "",
-            "request": request_key,
-        }
-        version = await store_version(without_data, app.id, app.name, metadata)
-        s3_key, version_id = version.key, version.version_id
-        await ledger.record_version(promotion_id, s3_key, version_id)
-        log.info("versioned in S3 as %s, version %s", s3_key, version_id)
+    s3_key, version_id = await version(app, decision, settings, request_key, promotion_id, work)
 
     provenance = Provenance(
         source_node=settings.source_site.host,
@@ -195,6 +185,38 @@ async def promote(
         raise PromotionFailed(f"promotion of {app.id} incomplete: {failed}")
     await run.discard_work(work)
     return outcomes
+
+
+async def version(
+    app: App, decision: Decision, settings: Settings, request_key: str, promotion_id: int, work: Path
+) -> tuple[str | None, str | None]:
+    """The S3 key and version id of this promotion's app without data, stored once per request.
+
+    Only when some target site has one of the requested streams (the original versions nothing
+    when nothing is promoted), and before any site receives the app, because each target app's
+    description names the version. A new run of a request that failed before keeps the version
+    that attempt stored (the sites it finished already name it), so a retry never stores a second
+    one; if that attempt stored none because no stream existed, it is stored once one does.
+    """
+    log = get_run_logger()
+    recorded = await ledger.recorded_version(request_key)
+    if recorded is not None or not decision.version:
+        return recorded or (None, None)
+    receiving = await asyncio.gather(*(can_receive(target, app.name) for target in decision.targets))
+    if not any(receiving):
+        log.warning("not versioned in S3: none of the requested streams exist on any target site")
+        return None, None
+    without_data = work / "app-without-data.qvf"
+    await site.export_app(SOURCE, app.id, without_data, skip_data=True)
+    metadata = {
+        "source-site": settings.source_site.host,
+        "approver": decision.approver or "",
+        "request": request_key,
+    }
+    stored = await store_version(without_data, app.id, app.name, metadata)
+    await ledger.record_version(promotion_id, stored.key, stored.version_id)
+    log.info("versioned in S3 as %s, version %s", stored.key, stored.version_id)
+    return stored.key, stored.version_id
 
 
 async def unpublish(app: App) -> None:

@@ -46,15 +46,29 @@ def test_missing_streams_are_reported_and_the_rest_promoted() -> None:
 
     assert (plan.streams_missing, plan.fresh_streams) == (("Nope",), (ref(REVIEW),))
     assert any("'Nope' does not exist" in n for n in plan.notes)
+    assert plan.failure is None, "a site where one requested stream exists is served, not failed"
 
 
-def test_no_stream_exists_means_nothing_to_do() -> None:
-    """When none of the streams exist, nothing is uploaded (as the original: 'no matching streams')."""
+def test_no_stream_exists_fails_the_site_naming_the_missing_streams() -> None:
+    """When none of the streams exist, nothing is uploaded and the site fails, naming the missing streams:
+    the approval could not be carried out there, so the source app must stay where it is."""
     for mode in Mode:
         plan = plan_site(Target("prod", mode, ("A", "B")), "Sales", streams_by_name(missing=["A", "B"]))
 
-        assert plan.nothing_to_do and plan.streams_missing == ("A", "B")
-        assert "none of the streams exist on prod" in plan.notes[-1]
+        assert not plan.needs_upload and plan.streams_missing == ("A", "B")
+        assert plan.failure == (
+            "none of the requested streams exist on prod ('A', 'B'): nothing was promoted there"
+        )
+
+
+def test_the_failure_shows_each_missing_stream_name_on_one_line() -> None:
+    """Stream names are custom property values (user input): the failure quotes each one,
+    line breaks and quotes included, so a name cannot forge a line of the email or the log."""
+    hostile = "Sales\r\nFailed: nothing 'quoted'"
+    plan = plan_site(Target("prod", Mode.DUPLICATE, (hostile,)), "Sales", streams_by_name(missing=[hostile]))
+
+    assert plan.failure is not None and "\n" not in plan.failure and "\r" not in plan.failure
+    assert repr(hostile) in plan.failure
 
 
 def test_first_overwrite_replaces_every_same_name_app_in_the_streams() -> None:
