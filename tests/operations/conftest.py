@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,18 @@ class Receiver:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no such delivery in {within} s; got {self.deliveries()}")
             await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses every connection for the whole test.
+
+    The port stays bound (not listening) until the test ends, so no other process or connection
+    can take it meanwhile; a port merely found free (free_port()) can be taken before it is used.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from promoter.cli import app
-from promoter.deployments.stack import free_port
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.serving import ServerThread, tcp_listener
 from promoter.sandbox.smtp import SmtpSandbox
@@ -87,7 +86,11 @@ def test_every_check_passes_against_a_working_installation(healthy: Path, smtp_s
 
 
 def test_each_kind_of_failure_is_reported_with_a_fix(
-    sandbox_settings: Settings, smtp_server: SmtpSandbox, s3_server: S3Sandbox, tmp_path: Path
+    sandbox_settings: Settings,
+    smtp_server: SmtpSandbox,
+    s3_server: S3Sandbox,
+    refused_port: int,
+    tmp_path: Path,
 ) -> None:
     """Missing certificates, an untrusted server certificate, a wrong SMTP password, a missing bucket,
     no Prefect API and no webhook: each is one FAIL line with a fix, and the exit code is 1."""
@@ -97,7 +100,7 @@ def test_each_kind_of_failure_is_reported_with_a_fix(
     sites["test"] = sites["test"].model_copy(update={"cert_dir": empty})
     # prod's server certificate is not signed by the dev CA that this folder trusts
     sites["prod"] = sites["prod"].model_copy(update={"cert_dir": sandbox_settings.source_site.cert_dir})
-    nobody = free_port()
+    nobody = refused_port  # no Prefect API and no webhook there
     settings = sandbox_settings.model_copy(
         update={
             "target_sites": sites,
