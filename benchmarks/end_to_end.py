@@ -1,13 +1,16 @@
-"""Measure whole promotions through the real loop: QRS notification -> webhook -> worker -> target site.
+"""Measure whole promotions through the real loop: QRS notification -> webhook -> executor -> target site.
 
     .venv/bin/python benchmarks/end_to_end.py [--runs 50] [--burst 100] [--database sqlite|postgresql]
                                               [--workers 1] [--worker-limit 8]
+                                              [--executor in-process|process]
 
 The demo's setup (promoter/deployments/demo.py) starts sandbox sites dev, test and prod, SMTP and
 S3 stand-ins, a Prefect server (SQLite, or a throwaway database on the PostgreSQL at 127.0.0.1:5432), the
-deployments, --workers process workers and the webhook. Approvals are made as the sales manager
-would, through QRS; a promotion counts as complete when the ledger records its request as
-promoted (the last thing the flow does: after the target apps, unpublishing and the emails).
+deployments, --workers executors (`qs-promoter executor`; with --executor process Prefect's
+process workers, a Python process per flow run, as before the executor) and the webhook.
+Approvals are made as the sales manager would, through QRS; a promotion counts as complete when
+the ledger records its request as promoted (the last thing the flow does: after the target apps,
+unpublishing and the emails).
 
 - latency: --runs apps of 1 MB, one at a time: approval -> complete, p50 and p95;
 - burst: --burst apps approved at once: time from the first approval until all are complete.
@@ -131,6 +134,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         Path(tempfile.mkdtemp(prefix="qsp-bench-e2e-")),
         echo=lambda line: print(line, flush=True),
         worker_limit=args.worker_limit,
+        executor=args.executor,
     )
     # SIGTERM (a timeout, a service manager) must still stop the stack's children in `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -141,6 +145,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for number in range(2, args.workers + 1):
             demo.stack.start_worker(f"bench-{number}")
         row: dict[str, Any] = {
+            "executor": args.executor,
             "database": args.database,
             "workers": args.workers,
             "runs per worker": args.worker_limit,
@@ -158,8 +163,14 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--workers", type=int, default=1)
-    # Each flow run is a Python process of ~150 MB: 100 at once on one machine would swap.
-    parser.add_argument("--worker-limit", type=int, default=8, help="flow runs one worker runs at once")
+    # With --executor process each flow run is a Python process of ~150 MB: 100 at once would swap.
+    parser.add_argument("--worker-limit", type=int, default=8, help="flow runs one executor runs at once")
+    parser.add_argument(
+        "--executor",
+        choices=["in-process", "process"],
+        default="in-process",
+        help="qs-promoter executor, or Prefect's process worker (the old way, to compare)",
+    )
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     with contextlib.ExitStack() as cleanup:
@@ -170,7 +181,7 @@ def main() -> None:
             os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres_url(database, "asyncpg")
         row = measure(args)
     write(
-        args.name or f"end-to-end-{args.database}-{args.workers}w",
+        args.name or f"end-to-end-{args.executor}-{args.database}-{args.workers}w",
         [row],
         {
             "app size": "1 MB",

@@ -39,7 +39,7 @@ def demo(
     """Show the whole workflow on this machine, with sandbox Qlik sites, step by step.
 
     Starts three sandbox Qlik sites (dev, test, prod), SMTP and S3 stand-ins, the Prefect server,
-    worker and webhook; then a rep publishes, the manager is alerted and approves, and the app is
+    executor and webhook; then a rep publishes, the manager is alerted and approves, and the app is
     promoted, versioned and unpublished. Each step is printed once verified.
     """
     root = folder.resolve()

@@ -45,6 +45,7 @@ RestartAfterRuns = Annotated[
     int | None,
     typer.Option(
         min=0,
+        envvar="QSP_EXECUTOR_RESTART_AFTER_RUNS",
         help="Exit with code 75 (to be started again) after this many runs; default 5000, 0: never.",
         show_default=False,
     ),

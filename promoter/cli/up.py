@@ -1,4 +1,4 @@
-"""`qs-promoter up`: run the whole service on this machine until Ctrl-C (Prefect server, worker, webhook)."""
+"""`qs-promoter up`: run the whole service here until Ctrl-C (Prefect server, executor, webhook)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -27,18 +28,39 @@ RegisterOnly = Annotated[
 ]
 
 
+class RunsWith(StrEnum):
+    """What runs the flow runs (values as StackOptions.executor spells them)."""
+
+    IN_PROCESS = "in-process"
+    PROCESS = "process"
+
+
+Executor = Annotated[
+    RunsWith,
+    typer.Option(
+        "--executor",
+        envvar="QSP_EXECUTOR",
+        help="What runs the flow runs: in-process (`qs-promoter executor`, every run in one process) "
+        "or process (Prefect's process worker, a Python process per run).",
+    ),
+]
+
+
 def up(
     config: ConfigFile = None,
     register_only: RegisterOnly = False,
     state_dir: StateDir = Path("var"),
     prefect_host: PrefectHost = "127.0.0.1",
     prefect_port: PrefectPort = 4200,
+    executor: Executor = RunsWith.IN_PROCESS,
 ) -> None:
-    """Run the whole service on this machine until Ctrl-C: Prefect server, worker and webhook.
+    """Run the whole service on this machine until Ctrl-C: Prefect server, executor and webhook.
 
     Starts what is missing: a Prefect server (unless PREFECT_API_URL is set), the work pool, the
-    deployments from prefect.yaml, the zombie-run automation, a worker and the webhook. Ctrl-C or
-    SIGTERM stops what it started, the worker first.
+    deployments from prefect.yaml, the zombie-run automation, the executor (`qs-promoter
+    executor`; with --executor process a Prefect process worker instead) and the webhook. An
+    executor that exits for its planned restart is started again. Ctrl-C or SIGTERM stops what it
+    started, the executor first.
     """
     settings = settings_or_exit(config)
     state = state_dir.resolve()
@@ -54,6 +76,7 @@ def up(
         prefect_host=prefect_host,
         prefect_port=prefect_port,
         api_url=os.environ.get("PREFECT_API_URL") or None,
+        executor="process" if executor is RunsWith.PROCESS else "in-process",
     )
     stack = Stack(settings, options, echo=echo)
     with stop_on_signals(stack.stop_requested.set):

@@ -1,7 +1,7 @@
 """The demo: sandbox Qlik sites, SMTP and S3 on this machine, the real stack, and the original's workflow.
 
 Every step goes through the real loop: a QRS change notification reaches the webhook, is kept
-in its outbox, becomes a flow run, and the worker runs it. Each step is verified from the
+in its outbox, becomes a flow run, and the executor runs it. Each step is verified from the
 outside (QRS reads, the SMTP server's mailbox, S3 versions) within a bounded wait.
 """
 
@@ -24,7 +24,15 @@ from uuid import UUID
 from pydantic import SecretStr
 
 from promoter.deployments.orchestration import recent_runs, run_states, with_prefect
-from promoter.deployments.stack import Stack, StackOptions, free_port, port_free, project_dir
+from promoter.deployments.stack import (
+    IN_PROCESS,
+    ExecutorKind,
+    Stack,
+    StackOptions,
+    free_port,
+    port_free,
+    project_dir,
+)
 from promoter.errors import PromoterError
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
@@ -80,6 +88,7 @@ class Demo:
     app_id: UUID | None = None
     s3_version: str = ""
     worker_limit: int | None = None  # settings prefect.worker_limit (the benchmarks bound it)
+    executor: ExecutorKind = IN_PROCESS  # the benchmarks also measure Prefect's process worker
 
     # -- the parts -------------------------------------------------------------------------
 
@@ -112,10 +121,11 @@ class Demo:
             project_dir=project_dir(),
             prefect_port=prefect_port,
             reuse_running_server=False,  # never register the demo into someone else's server
+            executor=self.executor,
         )
         self.stack = Stack(self.settings, options, echo=self.echo, stop_requested=self.stop_requested)
         self.stack.start()
-        self._passed("the stack is up: Prefect server, deployments, worker, webhook")
+        self._passed("the stack is up: Prefect server, deployments, executor, webhook")
 
     @property
     def config(self) -> Path:
@@ -350,7 +360,7 @@ class Demo:
         return lines
 
     def flow_run_report(self) -> list[str]:
-        """The newest flow runs and their states (for a failed step: what the worker did)."""
+        """The newest flow runs and their states (for a failed step: what the executor did)."""
         if self.stack is None or not self.stack.api_url:
             return []
         try:
@@ -360,7 +370,7 @@ class Demo:
         return [f"  {name}: {state}" for name, state in runs]
 
     def stop(self) -> None:
-        """Stop the stack (worker first), then the stand-ins."""
+        """Stop the stack (executor first), then the stand-ins."""
         if self.stack is not None:
             self.stack.stop()
         for part in (self.s3, self.smtp, self.sandbox):

@@ -1,14 +1,14 @@
 """Child processes of `qs-promoter up`: started in their own process group, stopped gently, then firmly.
 
 Why each child gets its own group: a Ctrl-C in the terminal then reaches `up` alone, and `up`
-stops the children in the order it chooses (the worker first). Why SIGINT must not be ignored
+stops the children in the order it chooses (the executor first). Why SIGINT must not be ignored
 in the parent: a POSIX child inherits an *ignored* SIGINT across exec (a caught one becomes the
 default), and a Prefect worker started from a non-interactive shell (`cmd &`) then ignores the
 interrupt it needs to stop (prefect-notes §3.3). ``restore_interrupt()`` fixes that for us.
 
 Windows has no SIGINT to send to another process: a child in a new process group gets
-CTRL_BREAK_EVENT instead, which uvicorn and the Prefect worker treat as their stop signal.
-No fork anywhere: ``subprocess.Popen`` only.
+CTRL_BREAK_EVENT instead, which uvicorn, the executor and the Prefect worker treat as their stop
+signal. No fork anywhere: ``subprocess.Popen`` only.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
-"""`qs-promoter up`: the Prefect server, work pool, deployments, zombie-run automation, worker and webhook.
+"""`qs-promoter up`: the Prefect server, work pool, deployments, zombie-run automation, executor and webhook.
 
 ``Stack.start()`` starts what is missing, in order, each as a child process in its own process
 group (``promoter.deployments.launcher``), and waits until each answers; ``Stack.stop()`` stops what it
-started, the worker first. Deployments are registered by running ``prefect --no-prompt deploy
---all`` on ``prefect.yaml``: the same file an admin deploys by hand, so the names, schedules and
-concurrency limits cannot drift apart. Prefect is imported only inside the functions that talk
+started, the executor first. The flow runs are run by ``qs-promoter executor`` (all runs in one
+long-lived process), or by Prefect's process worker (a process per run) with
+``StackOptions.executor="process"``: the same pool and deployments serve both.
+
+Deployments are registered by running ``prefect --no-prompt deploy --all`` on ``prefect.yaml``:
+the same file an admin deploys by hand, so the names, schedules and concurrency limits cannot
+drift apart. Prefect is imported only inside the functions that talk
 to its API (the core stays free of it, and the CLI starts fast).
 """
 
@@ -20,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import httpx
 
@@ -66,7 +70,7 @@ LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 STALE_MESSAGE = "Found running when `qs-promoter up` started: the previous stop did not end it."
 STOPPING_MESSAGE = "qs-promoter up is stopping; the next scheduled run does this again."
-STOPPED_MESSAGE = "`qs-promoter up` stopped the worker before this run ended; retry it from the UI."
+STOPPED_MESSAGE = "`qs-promoter up` stopped the executor before this run ended; retry it from the UI."
 
 SERVER_START_TIMEOUT = 180.0  # a fresh SQLite database runs every migration: 10-15 s idle, more when busy
 DEPLOY_TIMEOUT = 180.0
@@ -75,11 +79,16 @@ WEBHOOK_START_TIMEOUT = 60.0
 WORKER_STOP_GRACE = 30.0
 
 
-WORKER = "worker"  # the name of a worker child, and the start of another one's
+ExecutorKind = Literal["in-process", "process"]
+IN_PROCESS: ExecutorKind = "in-process"  # `qs-promoter executor`: every run in one process
+PROCESS: ExecutorKind = "process"  # `prefect worker start --type process`: a process per run
+# The child that runs the flow runs, and the start of another one's name (as on a second machine).
+WORKER_CHILD: dict[ExecutorKind, str] = {IN_PROCESS: "executor", PROCESS: "worker"}
 
 
 def is_worker(child: Child) -> bool:
-    return child.name == WORKER or child.name.startswith(f"{WORKER}-")
+    """The child runs flow runs: an executor or a process worker."""
+    return any(child.name == n or child.name.startswith(f"{n}-") for n in WORKER_CHILD.values())
 
 
 class StackError(PromoterError):
@@ -101,7 +110,8 @@ class StackOptions:
     prefect_port: int = 4200
     api_url: str | None = None  # an existing Prefect server (PREFECT_API_URL): none is started
     reuse_running_server: bool = True  # a Prefect server already answering on host:port is used
-    worker_query_seconds: float = 1.0
+    executor: ExecutorKind = IN_PROCESS  # what runs the flow runs
+    worker_query_seconds: float = 1.0  # the process worker's poll (the executor is woken by events)
 
     @property
     def prefect_home(self) -> Path:
@@ -124,6 +134,8 @@ class Stack:
     api_url: str = ""
     owns_server: bool = False  # we started the Prefect server: its flow runs are ours
     webhook_problem: str = ""  # why the last webhook health check failed
+    # How each executor/worker child was started (name, environment): started again the same way.
+    worker_starts: dict[int, tuple[str | None, Mapping[str, str] | None]] = field(default_factory=dict)
 
     # -- what an admin is told -----------------------------------------------------------------
 
@@ -179,7 +191,7 @@ class Stack:
         """Start what is missing; on any failure stop what was started and raise StackError."""
         self.options.state_dir.mkdir(parents=True, exist_ok=True)
         if threading.current_thread() is threading.main_thread():
-            restore_interrupt()  # an ignored SIGINT would be inherited by the worker
+            restore_interrupt()  # an ignored SIGINT would be inherited by the executor
         try:
             self._start_server()
             self._check_interrupt()
@@ -271,26 +283,23 @@ class Stack:
             self.echo(f"automation {ZOMBIE_AUTOMATION!r}: created (runs silent for {ZOMBIE_AFTER} crash)")
 
     def start_worker(self, name: str | None = None, environment: Mapping[str, str] | None = None) -> Child:
-        """Start a worker on the work pool and wait until it polls: the stack's own, a new one for
-        a dead one, or another one as on a second machine (``name``, and ``environment`` over ours)."""
+        """Start an executor (or process worker) on the work pool and wait until it is online: the
+        stack's own, a new one for a dead one, or another one as on a second machine (``name``,
+        and ``environment`` over ours)."""
+        kind = self.options.executor
         worker = name or f"qs-promoter-{socket.gethostname()}"
         env = self.environment()
-        env.update(
-            {
-                # Pick up new flow runs within a second or two instead of ten (prefect-notes §3.2).
-                "PREFECT_WORKER_QUERY_SECONDS": f"{self.options.worker_query_seconds:g}",
-                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-                **(environment or {}),
-            }
-        )
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+        if kind == PROCESS:
+            # Pick up new flow runs within a second or two instead of ten (prefect-notes §3.2).
+            env["PREFECT_WORKER_QUERY_SECONDS"] = f"{self.options.worker_query_seconds:g}"
+        env.update(environment or {})
         pool = self.settings.prefect.work_pool
-        command = python_command(
-            "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", worker
-        )
-        if self.settings.prefect.worker_limit is not None:
-            command += ["--limit", str(self.settings.prefect.worker_limit)]
+        command = self._worker_command(worker)
         since = datetime.now(UTC) - timedelta(seconds=5)
-        child = self._spawn(WORKER if name is None else f"{WORKER}-{name}", command, env)
+        role = WORKER_CHILD[kind]
+        child = self._spawn(role if name is None else f"{role}-{name}", command, env)
+        self.worker_starts[child.pid] = (name, environment)
         began = time.monotonic()
 
         def online() -> bool:
@@ -302,8 +311,23 @@ class Stack:
         ):
             self._check_interrupt()
             raise StackError(self._failed(child, "did not come online in the work pool"))
-        self.echo(f"worker {worker!r}: polling pool {pool!r} ({time.monotonic() - began:.1f} s)")
+        doing = "taking runs of" if kind == IN_PROCESS else "polling"
+        self.echo(f"{role} {worker!r}: {doing} pool {pool!r} ({time.monotonic() - began:.1f} s)")
         return child
+
+    def _worker_command(self, worker: str) -> list[str]:
+        """The command line of an executor or process worker named ``worker``."""
+        if self.options.executor == IN_PROCESS:
+            # The executor reads prefect.work_pool and prefect.worker_limit from the settings file.
+            config = str(self.options.config)
+            return python_command("-m", "promoter.cli", "executor", "--config", config, "--name", worker)
+        pool = self.settings.prefect.work_pool
+        command = python_command(
+            "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", worker
+        )
+        if self.settings.prefect.worker_limit is not None:
+            command += ["--limit", str(self.settings.prefect.worker_limit)]
+        return command
 
     def _start_webhook(self) -> None:
         url = self.webhook_local_url
@@ -342,19 +366,49 @@ class Stack:
     # -- run and stop ----------------------------------------------------------------------
 
     def watch(self) -> Child | None:
-        """Block until stop is requested (None) or a child exits on its own (that child)."""
+        """Block until stop is requested (None) or a child exits on its own (that child).
+
+        An executor that exits for its planned restart (run count or memory reached, after its
+        last run ended) is started again, as a service manager would; that is no death."""
         while not self.stop_requested.wait(0.5):  # a timed wait stays interruptible on Windows
-            for child in self.children:
-                if not child.alive():
+            for child in list(self.children):
+                if child.alive():
+                    continue
+                if not self._planned_restart(child):
                     return child
+                try:
+                    self._restart_worker(child)
+                except Interrupted:
+                    return None
+                except StackError:
+                    return self.children[-1]  # the new one, which did not come online
         return None
 
+    def _planned_restart(self, child: Child) -> bool:
+        """The child is an executor we started that exited to be started again."""
+        from promoter.deployments.executor import RESTART_EXIT_CODE  # imports Prefect: only now
+
+        return (
+            self.options.executor == IN_PROCESS
+            and child.pid in self.worker_starts
+            and child.returncode == RESTART_EXIT_CODE
+        )
+
+    def _restart_worker(self, child: Child) -> Child:
+        """Start an executor again the way it was started, in place of one that exited to be restarted."""
+        self.echo(f"{child.name} (pid {child.pid}) exited for its planned restart; starting it again")
+        self.children.remove(child)
+        name, environment = self.worker_starts.pop(child.pid)
+        return self.start_worker(name, environment)
+
     def stop(self) -> None:
-        """Stop every child this stack started: the worker first, the Prefect server last.
+        """Stop every child this stack started: the executor first, the Prefect server last.
 
         With our own Prefect server, maintenance runs are cancelled and promotions get
-        WORKER_STOP_GRACE seconds to finish before the worker stops; runs it had to abandon are
-        marked Crashed, so none stays Running (and holds a concurrency slot) until the next start.
+        WORKER_STOP_GRACE seconds to finish before the executor is interrupted (it drains: no new
+        runs, then cancels what is left; the SIGTERM that follows cancels at once); runs it had to
+        abandon are marked Crashed, so none stays Running (and holds a concurrency slot) until the
+        next start.
         """
         workers = [child for child in self.children if is_worker(child)]
         if self.owns_server and any(worker.alive() for worker in workers):

@@ -14,7 +14,8 @@ from uuid import UUID
 import httpx
 import pytest
 
-from promoter.deployments.launcher import start_child
+from promoter.deployments.launcher import Child, start_child
+from promoter.deployments.stack import is_worker
 from promoter.qrs.client import QrsClient
 from promoter.settings import Settings
 from tests.fixtures.stack import LiveStack, StartStack, descendants, run
@@ -46,18 +47,23 @@ class Chaos(LiveStack):
             time.sleep(0.25)
         raise TimeoutError(f"the Prefect server did not come back:\n{child.log_tail()}")
 
-    orphans: set[int] = field(default_factory=set)  # flow processes of the killed worker
+    orphans: set[int] = field(default_factory=set)  # flow processes of a killed process worker
+
+    def worker(self) -> Child:
+        """The stack's executor (or process worker): the child that runs the flow runs."""
+        return next(child for child in self.stack.children if is_worker(child))
 
     def kill_worker(self) -> None:
-        """kill -9 of the worker process alone (its flow-run processes are orphaned, as on a real crash)."""
-        worker = self.child("worker")
+        """kill -9 of the executor process (every run in it ends with it; a process worker's
+        flow-run processes are orphaned instead, as on a real crash)."""
+        worker = self.worker()
         self.orphans |= descendants(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
         worker.process.wait(10)
         self.stack.children.remove(worker)
 
     def start_worker(self) -> None:
-        """A new worker, as the service manager restarts a dead one."""
+        """A new executor of the same name, as the service manager restarts a dead one."""
         self.stack.start_worker()
 
 
@@ -72,7 +78,7 @@ async def review_stream(settings: Settings, site: str) -> UUID:
 
 @pytest.fixture
 def chaos(start_stack: StartStack) -> Iterator[Chaos]:
-    """dev/test/prod, SMTP, S3 (versioned bucket) and the stack: Prefect server, deployments, worker,
+    """dev/test/prod, SMTP, S3 (versioned bucket) and the stack: Prefect server, deployments, executor,
     webhook, keep-subscriptions; everything stopped and the database dropped afterwards."""
     with start_stack(Chaos) as world:
         world.world.target_streams["prod"]["Review"] = run(review_stream(world.settings, "prod"))

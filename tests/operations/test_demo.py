@@ -15,7 +15,7 @@ from tests.operations.test_up import alive, descendants
 DEMO_TIMEOUT = 600  # normally 1-2 minutes; the Prefect server's first start dominates
 
 STEPS = [
-    "the stack is up: Prefect server, deployments, worker, webhook",
+    "the stack is up: Prefect server, deployments, executor, webhook",
     "keep-subscriptions registered the QRS change subscriptions on dev",
     "published 'Sales Dashboard' to the Sales stream on dev",
     "publish alert emailed to Morgan Manager (manager)",
