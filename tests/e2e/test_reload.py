@@ -13,6 +13,12 @@ from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
 pytestmark = IN_PROCESS_FLOWS
 
 TAG = "AutoPromoteOnReload"
+# What the manager sets for a promotion on every reload, Overwrite on test.
+ON_RELOAD_TO_TEST = {
+    "PromoteToServer": ["test - Overwrite"],
+    "PromoteToStream": ["Everyone"],
+    "PromoteOnReload": ["True"],
+}
 
 
 async def test_an_app_set_to_promote_on_reload_is_tagged_promoted_on_each_reload_and_untagged(
@@ -23,12 +29,7 @@ async def test_an_app_set_to_promote_on_reload_is_tagged_promoted_on_each_reload
     removing PromoteOnReload removes the tag."""
     stage.reconfigure(promote_on_reload={"enabled": True})
     app = await stage.publish("Daily Sales")
-    values = {
-        "PromoteToServer": ["test - Overwrite"],
-        "PromoteToStream": ["Everyone"],
-        "PromoteOnReload": ["True"],
-    }
-    await set_properties(stage.settings, MANAGER, app.id, stage.world, values)
+    await set_properties(stage.settings, MANAGER, app.id, stage.world, ON_RELOAD_TO_TEST)
 
     await handle_app_change(app.id, "updated")
     (tagged,) = await stage.apps("source")
@@ -103,12 +104,7 @@ async def test_targets_changed_after_promote_on_reload_was_set_are_not_promoted_
     to neither site, the ledger says "outdated", and the owner is told to have it set again, once."""
     stage.reconfigure(promote_on_reload={"enabled": True})
     app = await stage.publish("Daily Sales")
-    values = {
-        "PromoteToServer": ["test - Overwrite"],
-        "PromoteToStream": ["Everyone"],
-        "PromoteOnReload": ["True"],
-    }
-    await set_properties(stage.settings, MANAGER, app.id, stage.world, values)
+    await set_properties(stage.settings, MANAGER, app.id, stage.world, ON_RELOAD_TO_TEST)
     await handle_app_change(app.id, "updated")
     rep_values = {"PromoteToServer": ["test - Overwrite", "prod - Overwrite"]}
     await set_properties(stage.settings, REP, app.id, stage.world, rep_values)

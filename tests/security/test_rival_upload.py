@@ -43,6 +43,20 @@ def stored_bytes(stage: Stage, site: str, app: App) -> bytes:
     return stage.site(site).repository.app_file(str(app.id)).read_bytes()
 
 
+async def ours_published_rival_kept(stage: Stage, rival: App, source: bytes) -> App:
+    """Assert that test publishes "Budget" as the service account's upload of ``source``, not the
+    rival; return the rival's app as test now holds it."""
+    on_test = {a.id: a for a in await stage.apps("test")}
+    (published,) = [a for a in on_test.values() if a.published]
+    assert (published.name, published.owner.account, published.id == rival.id) == (
+        "Budget",
+        SERVICE_ACCOUNT,
+        False,
+    )
+    assert stored_bytes(stage, "test", published) == source
+    return on_test[rival.id]
+
+
 async def test_a_rival_upload_under_the_name_anyone_can_compute_is_never_published(stage: Stage) -> None:
     """Mallory, a user on the test site, reads the approved app on the source site, computes the
     temporary name from the request key as the old code did, and uploads her own app (same size) under
@@ -57,15 +71,7 @@ async def test_a_rival_upload_under_the_name_anyone_can_compute_is_never_publish
 
     await handle_app_change(app.id, "updated")
 
-    on_test = {a.id: a for a in await stage.apps("test")}
-    (published,) = [a for a in on_test.values() if a.published]
-    assert (published.name, published.owner.account, published.id == rival.id) == (
-        "Budget",
-        SERVICE_ACCOUNT,
-        False,
-    )
-    assert stored_bytes(stage, "test", published) == source
-    kept = on_test[rival.id]
+    kept = await ours_published_rival_kept(stage, rival, source)
     assert (kept.name, kept.owner.account, kept.published) == (guessed, MALLORY.account, False)
 
 
@@ -119,15 +125,7 @@ async def test_an_app_under_the_leaked_name_that_we_did_not_upload_is_never_publ
         for logger in isolated:
             logger.removeHandler(caplog.handler)
 
-    on_test = {a.id: a for a in await stage.apps("test")}
-    (published,) = [a for a in on_test.values() if a.published]
-    assert (published.name, published.owner.account, published.id == rival.id) == (
-        "Budget",
-        SERVICE_ACCOUNT,
-        False,
-    )
-    assert stored_bytes(stage, "test", published) == source
-    kept = on_test[rival.id]
+    kept = await ours_published_rival_kept(stage, rival, source)
     assert (kept.name, kept.published) == (upload_name("Budget", slot), False)
     warnings = [line for line in logged_text(caplog).splitlines() if str(rival.id) in line]
     assert warnings and f"owned by {kept.owner.account!r}" in warnings[0], warnings
