@@ -12,10 +12,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from promoter.errors import SettingsError
-from promoter.settings import WEBHOOK_SECRET_MIN_LENGTH, WebhookSettings
+from promoter.settings import HOW_TO_GENERATE, WEBHOOK_SECRET_MIN_LENGTH, WebhookSettings, weak_secret_problem
 from promoter.webhook.refusals import RefusalLog
 
-MIN_SECRET_LENGTH = WEBHOOK_SECRET_MIN_LENGTH  # the settings refuse a shorter one; here: an empty one
 # The secret travels as a URL path segment, so it must need no percent-encoding.
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 # Whatever follows /qrs/ in a path is (or is meant to be) the secret, right or wrong.
@@ -26,13 +25,13 @@ MASK = "***"
 def require_secret(webhook: WebhookSettings) -> str:
     """The configured secret, or a SettingsError saying how to make one (the value is never shown)."""
     secret = webhook.secret.get_secret_value()
-    hint = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise SettingsError(
-            f"webhook.secret must be at least {MIN_SECRET_LENGTH} characters (it has {len(secret)}); {hint}"
-        )
+    # The settings' own rule, again: a value set past validation (model_copy) must not slip through.
+    unset = f"must be at least {WEBHOOK_SECRET_MIN_LENGTH} characters (it has 0)"
+    problem = weak_secret_problem(secret) if secret else unset
+    if problem:
+        raise SettingsError(f"webhook.secret {problem}; {HOW_TO_GENERATE}")
     if not _URL_SAFE.fullmatch(secret):
-        raise SettingsError(f"webhook.secret may only contain letters, digits and . _ ~ -; {hint}")
+        raise SettingsError(f"webhook.secret may only contain letters, digits and . _ ~ -; {HOW_TO_GENERATE}")
     return secret
 
 

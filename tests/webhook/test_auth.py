@@ -50,6 +50,15 @@ def test_a_missing_secret_refuses_to_start() -> None:
     assert "token_urlsafe" in str(caught.value)
 
 
+@pytest.mark.parametrize("weak", ["a" * 40, "ab" * 20, "0123456789abcdef"])
+def test_a_weak_secret_set_past_the_settings_check_refuses_to_start(weak: str) -> None:
+    """A secret put in without validation (model_copy) meets the same rule as one read from a file."""
+    webhook = WebhookSettings().model_copy(update={"secret": SecretStr(weak)})
+
+    with pytest.raises(SettingsError, match="token_urlsafe"):
+        require_secret(webhook)
+
+
 def test_a_secret_that_needs_url_encoding_is_refused() -> None:
     """The secret is a path segment: a slash or a space in it would break the callback URL."""
     with pytest.raises(SettingsError, match="may only contain"):
