@@ -71,11 +71,16 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One target site, how apps there are updated, and the stream names asked for."""
+    """One target site, how apps there are updated, and the stream names asked for.
+
+    ``force``: an Overwrite replaces target apps changed by hand since they were placed (the drift
+    guard would hold the site); only an admin's manual run sets it.
+    """
 
     site: str
     mode: Mode
     streams: tuple[str, ...]
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +120,7 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class _Request:
+class Request:
     """The promotion properties of one app, parsed, with what was wrong with them."""
 
     verdict: Verdict
@@ -225,7 +230,7 @@ def _streams(values: list[str], name: str, problems: list[str]) -> tuple[str, ..
     return tuple(seen.values())
 
 
-def _read_request(app: App, settings: Settings) -> _Request:
+def read_request(app: App, settings: Settings) -> Request:
     names = settings.properties
     problems: list[str] = []
     verdict, approval = _verdict(_values(app, names.promotion_approval), names.promotion_approval, problems)
@@ -242,7 +247,7 @@ def _read_request(app: App, settings: Settings) -> _Request:
     reload_asked = bool(reload_values)
     if reload_asked and not settings.promote_on_reload.enabled:
         problems.append(f"{names.promote_on_reload} is set but promote-on-reload is disabled")
-    return _Request(
+    return Request(
         verdict=verdict,
         targets=targets,
         streams=streams,
@@ -256,7 +261,7 @@ def _read_request(app: App, settings: Settings) -> _Request:
     )
 
 
-def _missing(request: _Request, settings: Settings) -> str | None:
+def _missing(request: Request, settings: Settings) -> str | None:
     """Why the request cannot reach any stream, or None when it can."""
     names = settings.properties
     if not request.targets and not request.streams:
@@ -268,11 +273,11 @@ def _missing(request: _Request, settings: Settings) -> str | None:
     return None
 
 
-def _version(request: _Request, settings: Settings) -> bool:
+def _version(request: Request, settings: Settings) -> bool:
     return settings.versioning.enabled and (settings.versioning.auto_version_all or request.version_asked)
 
 
-def _reload_path(request: _Request, trigger: Trigger, tagged: bool, settings: Settings) -> Decision:
+def _reload_path(request: Request, trigger: Trigger, tagged: bool, settings: Settings) -> Decision:
     names = settings.properties
     problems = request.problems
     if request.verdict != "none":
@@ -313,7 +318,7 @@ def _reload_path(request: _Request, trigger: Trigger, tagged: bool, settings: Se
     )
 
 
-def _approval_path(request: _Request, trigger: Trigger, settings: Settings) -> Decision:
+def _approval_path(request: Request, trigger: Trigger, settings: Settings) -> Decision:
     names = settings.properties
     kind: RequestKind = "denial" if request.verdict == "deny" else "approval"
     base = Decision(
@@ -379,7 +384,7 @@ def decide(app: App, trigger: Trigger, settings: Settings, stream: Stream | None
         return Decision(Action.IGNORE, "the app is not published; only published apps are promoted", trigger)
     if not is_relevant(app, settings):
         return Decision(Action.IGNORE, "the app carries none of the promotion properties", trigger)
-    request = _read_request(app, settings)
+    request = read_request(app, settings)
     if settings.promote_on_reload.enabled and request.reload_asked:
         return _reload_path(request, trigger, tagged, settings)
     decision = _approval_path(request, trigger, settings)

@@ -9,6 +9,10 @@ that starts with = + - @ (or a tab or carriage return) is prefixed with a single
 shown as text and never evaluated as a formula (OWASP "CSV injection"). Spreadsheets also trim
 leading spaces and line breaks and may read the full-width ＝ ＋ － ＠ as the ASCII signs, so those
 count as formula starts too.
+
+LineageAppId is the app whose history a row belongs to: the app itself, or, for the copy an
+approval's unpublish gave the owner, the first app of that chain. PreviousS3VersionId follows it,
+so a dashboard sees every approval cycle of one app as one history.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 from promoter.ledger import Ledger, Promotion, SiteResult
 from promoter.qrs.models import format_qrs_time
@@ -44,6 +49,7 @@ COLUMNS = (
     "PreviousS3VersionId",
     "BackupKeys",
     "EmailsSent",
+    "LineageAppId",
 )
 _FORMULA_SIGNS = ("=", "+", "-", "@")
 _CONTROL_STARTS = ("\t", "\r")
@@ -84,17 +90,23 @@ def audit_rows(ledger: Ledger) -> Iterator[list[str]]:
     emails: dict[str, list[str]] = {}
     for email in ledger.emails():
         emails.setdefault(email.promotion_key, []).append(email.kind)
-    previous_version: dict[object, str] = {}
+    # The owner's copy an unpublish made continues its app: versions follow the lineage root.
+    roots = ledger.lineage_roots()
+    previous_version: dict[UUID, str] = {}
     for promotion in ledger.promotions():
-        lineage = previous_version.get(promotion.app_id, "")
+        root = roots.get(promotion.app_id, promotion.app_id)
+        previous = previous_version.get(root, "")
         if promotion.s3_version_id:
-            previous_version[promotion.app_id] = promotion.s3_version_id
+            previous_version[root] = promotion.s3_version_id
         sites: list[SiteResult | None] = list(by_promotion.get(promotion.id, [])) or [None]
         for result in sites:
-            yield [safe_cell(v) for v in _row(promotion, result, lineage, emails.get(promotion.key, []))]
+            row = _row(promotion, result, previous, emails.get(promotion.key, []), root)
+            yield [safe_cell(v) for v in row]
 
 
-def _row(promotion: Promotion, result: SiteResult | None, lineage: str, emails: list[str]) -> list[object]:
+def _row(
+    promotion: Promotion, result: SiteResult | None, previous: str, emails: list[str], root: UUID
+) -> list[object]:
     site: list[object] = ["", "", "", "", "", "", ""]
     if result is not None:
         site = [
@@ -120,9 +132,10 @@ def _row(promotion: Promotion, result: SiteResult | None, lineage: str, emails: 
         *site[:6],
         promotion.s3_key,
         promotion.s3_version_id,
-        lineage,
+        previous,
         site[6],
         _JOIN.join(emails),
+        root,
     ]
 
 

@@ -116,3 +116,22 @@ class VersioningError(PromoterError):
 
 class IntakeError(PromoterError):
     """A change notification body is not what QRS sends: a JSON array of change objects."""
+
+
+class SiteFailed(PromoterError):
+    """One target site of a promotion failed; ``outcome`` (a promoter.outcome.SiteOutcome) says what
+    stays placed there and why it failed. The other sites are not affected.
+
+    ``transient`` is true when the failure's cause may pass (no answer, a 5xx, S3 throttling), so
+    doing the whole site again later may succeed.
+    """
+
+    def __init__(self, outcome: object, *, transient: bool = False) -> None:
+        self.outcome = outcome
+        self.transient = transient
+        problems = "; ".join(getattr(outcome, "problems", ()))
+        super().__init__(f"{getattr(outcome, 'site', '?')}: {problems}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Prefect pickles a failed task's exception; the default rebuilds from the message alone.
+        return (type(self), (self.outcome,), self.__dict__)

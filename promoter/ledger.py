@@ -1,4 +1,5 @@
-"""The ledger: what was handled, promoted, emailed and rolled back, and what each source app became.
+"""The ledger: what was handled, promoted, emailed and rolled back, what each source app became,
+and which app each owner copy continues.
 
 One SQLAlchemy Core schema on any URL (SQLite file by default, PostgreSQL when scaled out).
 Every method is one short transaction, so one Ledger is shared by threads and tasks. Claims are
@@ -17,7 +18,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from promoter.planning import KnownTarget
 from promoter.provenance import UploadSlot, new_upload_secret, upload_token
@@ -93,12 +94,33 @@ site_results = sa.Table(
 identities = sa.Table(
     "target_identities",
     metadata,
-    sa.Column("source_app_id", sa.Uuid, primary_key=True),
+    sa.Column("source_app_id", sa.Uuid, primary_key=True),  # the lineage root of the source app
     sa.Column("site", sa.String(255), primary_key=True),
     sa.Column("target_app_id", sa.Uuid, primary_key=True),
     sa.Column("stream_id", sa.Uuid, nullable=False),
     sa.Column("stream_name", sa.String(255), nullable=False),
     sa.Column("remembered_at", UtcDateTime, nullable=False),
+    # The target app as read back right after it was placed, for the drift guard (promoter.drift).
+    # Added after the table: _add_columns gives an existing ledger these columns, empty.
+    sa.Column("placed_modified_date", UtcDateTime, nullable=True),
+    sa.Column("placed_file_size", sa.BigInteger, nullable=True),
+)
+# Columns added to a table after ledgers with that table were in use: create_all creates missing
+# tables but never alters an existing one, so these are added by ALTER TABLE when missing.
+ADDED_COLUMNS: dict[sa.Table, tuple[str, ...]] = {
+    identities: ("placed_modified_date", "placed_file_size"),
+}
+# Unpublishing gives the owner a copy with a new app id; the copy continues the app it was made
+# from. Everything kept per app across approval cycles (its S3 history, its targets) is kept under
+# the root: the first app of the chain. A new table, so create_all adds it to an existing ledger.
+lineages = sa.Table(
+    "app_lineage",
+    metadata,
+    sa.Column("app_id", sa.Uuid, primary_key=True),  # the owner's copy
+    sa.Column("continues_app_id", sa.Uuid, nullable=False),  # the app it was copied from
+    sa.Column("root_app_id", sa.Uuid, nullable=False, index=True),
+    sa.Column("root_app_name", sa.Text, nullable=False),  # the root's name, as in its S3 key
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
 )
 emails = sa.Table(
     "emails_sent",
@@ -174,6 +196,20 @@ class SiteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Lineage:
+    """Whose history an app continues: the root of its chain of owner copies, itself if it is none."""
+
+    app_id: UUID
+    root_app_id: UUID
+    root_app_name: str
+    continues_app_id: UUID | None = None  # the app this one was copied from; None for a root
+
+    @property
+    def is_copy(self) -> bool:
+        return self.continues_app_id is not None
+
+
+@dataclass(frozen=True, slots=True)
 class EmailSent:
     promotion_key: str
     kind: str
@@ -210,6 +246,7 @@ class Ledger:
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         metadata.create_all(self.engine)
+        _add_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -368,27 +405,126 @@ class Ledger:
     def last_backup(self, site: str, target_app_id: UUID) -> Backup | None:
         return self.find_backup(site, target_app_id)
 
+    # -- lineage: which owner copy continues which app, across approval cycles -----------------
+
+    def continue_lineage(self, copy_app_id: UUID, app_id: UUID, app_name: str) -> Lineage:
+        """Record that ``copy_app_id`` continues ``app_id`` (named ``app_name``) and return its lineage.
+
+        The copy joins the root of ``app_id``'s chain, so a chain of any length is one lookup.
+        Recording it again (a retried run) changes nothing.
+        """
+        root = self.lineage(app_id, app_name)
+        row = {
+            "app_id": copy_app_id,
+            "continues_app_id": app_id,
+            "root_app_id": root.root_app_id,
+            "root_app_name": root.root_app_name,
+            "recorded_at": _now(),
+        }
+        self._insert_once(sa.insert(lineages).values(**row))
+        return self.lineage(copy_app_id, app_name)
+
+    def lineage(self, app_id: UUID, app_name: str) -> Lineage:
+        """The lineage of ``app_id``; an app that is no one's copy is its own root, named ``app_name``."""
+        rows = self._read(sa.select(lineages).where(lineages.c.app_id == app_id))
+        if not rows:
+            return Lineage(app_id, app_id, app_name)
+        row = rows[0]
+        return Lineage(app_id, row.root_app_id, row.root_app_name, row.continues_app_id)
+
+    def lineage_root(self, app_id: UUID) -> UUID:
+        """The root of ``app_id``'s chain of owner copies (``app_id`` itself if it is no copy)."""
+        rows = self._read(sa.select(lineages.c.root_app_id).where(lineages.c.app_id == app_id))
+        return rows[0].root_app_id if rows else app_id
+
+    def lineage_apps(self, root_app_id: UUID) -> list[UUID]:
+        """The apps of one chain: the root, then its copies in the order they were made."""
+        c = lineages.c
+        query = sa.select(c.app_id).where(c.root_app_id == root_app_id).order_by(c.recorded_at, c.app_id)
+        return [root_app_id, *(row.app_id for row in self._read(query))]
+
+    def copies_of(self, app_id: UUID) -> list[UUID]:
+        """The owner copies recorded as continuing ``app_id`` itself, oldest first."""
+        c = lineages.c
+        query = sa.select(c.app_id).where(c.continues_app_id == app_id).order_by(c.recorded_at, c.app_id)
+        return [row.app_id for row in self._read(query)]
+
+    def lineage_roots(self) -> dict[UUID, UUID]:
+        """Every recorded copy and the root it continues (apps not listed are their own root)."""
+        return {
+            row.app_id: row.root_app_id
+            for row in self._read(sa.select(lineages.c.app_id, lineages.c.root_app_id))
+        }
+
     # -- identity: which target app(s) each source app became, per site and stream -------------
+    # Kept per lineage root: the copy an approval cycle left the owner replaces the same targets.
 
     def remember_target(
-        self, source_app_id: UUID, site: str, stream_id: UUID, stream_name: str, target_app_id: UUID
+        self,
+        source_app_id: UUID,
+        site: str,
+        stream_id: UUID,
+        stream_name: str,
+        target_app_id: UUID,
+        *,
+        modified_date: datetime | None = None,
+        file_size: int | None = None,
     ) -> None:
-        ids = {"source_app_id": source_app_id, "site": site, "target_app_id": target_app_id}
-        values = {"stream_id": stream_id, "stream_name": stream_name, "remembered_at": _now()}
+        """Remember the target app and, for the drift guard, its state as read back after placing it.
+
+        None (not verified, or a site that failed) clears the state: the next overwrite of that
+        target cannot tell a hand edit from our own, so it is not held.
+        """
+        root = self.lineage_root(source_app_id)
+        ids = {"source_app_id": root, "site": site, "target_app_id": target_app_id}
+        values = {
+            "stream_id": stream_id,
+            "stream_name": stream_name,
+            "remembered_at": _now(),
+            "placed_modified_date": modified_date,
+            "placed_file_size": file_size,
+        }
         if not self._insert_once(sa.insert(identities).values(**ids, **values)):
             self._write(sa.update(identities).filter_by(**ids).values(**values))
 
     def forget_target(self, source_app_id: UUID, site: str, target_app_id: UUID) -> None:
-        ids = {"source_app_id": source_app_id, "site": site, "target_app_id": target_app_id}
+        root = self.lineage_root(source_app_id)
+        ids = {"source_app_id": root, "site": site, "target_app_id": target_app_id}
         self._write(sa.delete(identities).filter_by(**ids))
 
     def targets_for(self, source_app_id: UUID, site: str) -> list[KnownTarget]:
+        """The target apps on ``site`` that ``source_app_id``, or any app of its lineage, became."""
         c = identities.c
-        query = sa.select(c.stream_id, c.stream_name, c.target_app_id).filter_by(
-            source_app_id=source_app_id, site=site
-        )
+        query = sa.select(
+            c.stream_id, c.stream_name, c.target_app_id, c.placed_modified_date, c.placed_file_size
+        ).filter_by(source_app_id=self.lineage_root(source_app_id), site=site)
         rows = self._read(query.order_by(c.remembered_at))
-        return [KnownTarget(row.stream_id, row.stream_name, row.target_app_id) for row in rows]
+        return [
+            KnownTarget(
+                r.stream_id, r.stream_name, r.target_app_id, r.placed_modified_date, r.placed_file_size
+            )
+            for r in rows
+        ]
+
+    def target_placed(
+        self, site: str, target_app_id: UUID, modified_date: datetime | None, file_size: int | None
+    ) -> None:
+        """Record a target app's state after qs-promoter changed it outside a promotion (a rollback).
+
+        Only targets the ledger remembers are updated: for every source app that became it.
+        """
+        values = {"placed_modified_date": modified_date, "placed_file_size": file_size}
+        self._write(sa.update(identities).filter_by(site=site, target_app_id=target_app_id).values(**values))
+
+    def target_lineage(self, site: str, target_app_id: UUID) -> list[UUID]:
+        """The source apps whose promotions placed ``target_app_id`` on ``site``: the root, then its copies.
+
+        Empty when the ledger does not remember the target.
+        """
+        c = identities.c
+        query = sa.select(c.source_app_id).filter_by(site=site, target_app_id=target_app_id)
+        roots = sorted({row.source_app_id for row in self._read(query)}, key=str)
+        return [app_id for root in roots for app_id in self.lineage_apps(root)]
 
     # -- emails: each kind is sent once per promotion ------------------------------------------
 
@@ -443,6 +579,25 @@ class Ledger:
     def finish_rollback(self, rollback_id: int, status: str, error: str = "") -> None:
         values = {"status": status, "error": error[:2000], "finished_at": _now()}
         self._write(sa.update(rollbacks).where(rollbacks.c.id == rollback_id).values(**values))
+
+
+def _add_columns(engine: Engine) -> None:
+    """Add the ADDED_COLUMNS a ledger made before them lacks (nullable, so existing rows read as None).
+
+    Two processes opening the same old ledger may both try: the loser's ALTER fails on the
+    column the winner added, which is then present, so only a column still missing is an error.
+    """
+    for table, names in ADDED_COLUMNS.items():
+        for name in names:
+            if name in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                continue
+            column = sa.schema.CreateColumn(table.c[name]).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+            except DBAPIError:
+                if name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 def _site_result(row: Any) -> SiteResult:

@@ -10,8 +10,16 @@ Callers adapt their data to the small frozen dataclasses below:
 - ``AppSummary(app_id, name, owner_name, stream_name, link)``; ``link`` is
   ``SiteSettings.hub_link(app_id)`` (https://FQDN/sense/app/ID).
 - ``IntendedTarget(site, streams, mode)`` for the "intended targets" email.
-- ``SiteResult(site, streams=(StreamOutcome(stream, target_app_id, action), ...),
-  missing_streams, failures, s3_version_id, backup_version_id)`` for the results email.
+- ``SiteResult(site, streams=(StreamOutcome(stream, target_app_id, action, link), ...),
+  missing_streams, failures, s3_version_id, backup_version_id)`` for the results email; ``link``
+  is the target site's ``hub_link(target_app_id)``: the results email links each promoted app where
+  it now lives, not the source app (which the same run may have unpublished or deleted).
+
+The publish alert, approval, denial, intended-targets and results emails take ``subjects``:
+``"qs-promoter"`` (ours, the default) or ``"original"``, the wording of the product we re-implement,
+which mail rules in real mailboxes match (``'Sales Report' promotion approved by: 'ACME\\morgan'``).
+The original had no intended-targets email of its own (its approval email listed the targets):
+in its style that one is ``'<app>' promotion targets``.
 
 Every ``render_*`` function takes the keyword arguments ``sender`` (an address, optionally
 ``"Name <address>"``) and ``to`` (``MailAddress`` values, or strings of one address each) and
@@ -72,6 +80,7 @@ class StreamOutcome:
     stream: str
     target_app_id: str
     action: StreamAction
+    link: str | None = None  # the target app in its own site's hub (SiteSettings.hub_link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,30 +102,52 @@ class SiteResult:
 # What every render_* takes as ``to``: MailAddress values, or strings of exactly one address each.
 Recipients = Sequence[str | MailAddress]
 
+# Whose subject wording: ours, or the original's (EmailSettings.subjects).
+SubjectStyle = Literal["qs-promoter", "original"]
 
-def render_publish_alert(app: AppSummary, *, sender: str, to: Recipients) -> EmailMessage:
-    """Tell a stream's approvers that an app was published there and waits for their review."""
+
+def render_publish_alert(
+    app: AppSummary,
+    *,
+    sender: str,
+    to: Recipients,
+    since: str = "",
+    subjects: SubjectStyle = "qs-promoter",
+) -> EmailMessage:
+    """Tell a stream's approvers that an app was published there and waits for their review.
+
+    ``since`` says how the app moved on after that publish (deleted, moved to another stream),
+    when it did before the alert went out: the alert is still about the publish.
+    """
+    stream = app.stream_name or "(none)"
     body = _Body()
     body.paragraph(
         _fmt(
             "{owner} published the app {app} to the stream {stream}.",
             owner=app.owner_name,
             app=app.name,
-            stream=app.stream_name or "(none)",
+            stream=stream,
         )
     )
+    if since:
+        body.paragraph(_fmt("Since then: {since}", since=since))
     body.paragraph(_fmt("Review it, then set PromotionApproval to Approve or Deny."))
     body.facts(_app_facts(app))
-    return _message(
-        _subject("Published for review", app, f"in {app.stream_name or '(none)'}"),
-        body,
-        sender=sender,
-        to=to,
-        app=app,
-    )
+    if subjects == "original":
+        subject = _original_subject("'{app}' published to: '{stream}'", app=app.name, stream=stream)
+    else:
+        subject = _subject("Published for review", app, f"in {stream}")
+    return _message(subject, body, sender=sender, to=to, app=app)
 
 
-def render_approval(app: AppSummary, *, approver: str, sender: str, to: Recipients) -> EmailMessage:
+def render_approval(
+    app: AppSummary,
+    *,
+    approver: str,
+    sender: str,
+    to: Recipients,
+    subjects: SubjectStyle = "qs-promoter",
+) -> EmailMessage:
     """Tell the owner that their app was approved for promotion."""
     body = _Body()
     body.paragraph(
@@ -124,11 +155,21 @@ def render_approval(app: AppSummary, *, approver: str, sender: str, to: Recipien
     )
     body.paragraph(_fmt("Two more emails follow: where it is meant to go, and where it went."))
     body.facts(_app_facts(app))
-    return _message(_subject("Approved", app), body, sender=sender, to=to, app=app)
+    if subjects == "original":
+        subject = _original_subject("'{app}' promotion approved by: '{by}'", app=app.name, by=approver)
+    else:
+        subject = _subject("Approved", app)
+    return _message(subject, body, sender=sender, to=to, app=app)
 
 
 def render_denial(
-    app: AppSummary, *, approver: str, sender: str, to: Recipients, reason: str = ""
+    app: AppSummary,
+    *,
+    approver: str,
+    sender: str,
+    to: Recipients,
+    reason: str = "",
+    subjects: SubjectStyle = "qs-promoter",
 ) -> EmailMessage:
     """Tell the owner that their app was denied promotion (and why, when the approver said)."""
     body = _Body()
@@ -138,11 +179,20 @@ def render_denial(
     if reason:
         body.paragraph(_fmt("Reason: {reason}", reason=reason))
     body.facts(_app_facts(app))
-    return _message(_subject("Denied", app), body, sender=sender, to=to, app=app)
+    if subjects == "original":
+        subject = _original_subject("'{app}' promotion denied by: '{by}'", app=app.name, by=approver)
+    else:
+        subject = _subject("Denied", app)
+    return _message(subject, body, sender=sender, to=to, app=app)
 
 
 def render_intended_targets(
-    app: AppSummary, targets: Sequence[IntendedTarget], *, sender: str, to: Recipients
+    app: AppSummary,
+    targets: Sequence[IntendedTarget],
+    *,
+    sender: str,
+    to: Recipients,
+    subjects: SubjectStyle = "qs-promoter",
 ) -> EmailMessage:
     """List the sites, streams and mode (Overwrite/Duplicate) an approval asked for."""
     body = _Body()
@@ -160,7 +210,11 @@ def render_intended_targets(
         or [_fmt("(no target site)")]
     )
     body.facts(_app_facts(app))
-    return _message(_subject("Promotion requested", app), body, sender=sender, to=to, app=app)
+    if subjects == "original":
+        subject = _original_subject("'{app}' promotion targets", app=app.name)
+    else:
+        subject = _subject("Promotion requested", app)
+    return _message(subject, body, sender=sender, to=to, app=app)
 
 
 def render_promotion_results(
@@ -171,6 +225,7 @@ def render_promotion_results(
     to: Recipients,
     s3_key: str | None = None,
     s3_version_id: str | None = None,
+    subjects: SubjectStyle = "qs-promoter",
 ) -> EmailMessage:
     """Report per site: streams published or replaced (with target app ids), missing streams, failures."""
     body = _Body()
@@ -186,11 +241,14 @@ def render_promotion_results(
     for result in results:
         body.heading(_fmt("Site {site}", site=result.site))
         lines = [
-            _fmt(
-                "{action} in stream {stream} as app {target}",
-                action=o.action.capitalize(),
-                stream=o.stream,
-                target=o.target_app_id,
+            _linked(
+                _fmt(
+                    "{action} in stream {stream} as app {target}",
+                    action=o.action.capitalize(),
+                    stream=o.stream,
+                    target=o.target_app_id,
+                ),
+                o.link,
             )
             for o in result.streams
         ]
@@ -212,9 +270,16 @@ def render_promotion_results(
                 version=s3_version_id,
             )
         )
-    body.facts(_app_facts(app))
-    verdict = "Promoted" if results and done == len(results) else "Promotion incomplete"
-    return _message(_subject(verdict, app), body, sender=sender, to=to, app=app)
+    # Each promoted app is linked above, on its target site: the source app's link is left out
+    # then (the same run may have unpublished or deleted it); with no target linked, it stays.
+    body.facts(_app_facts(app, link=not any(o.link for r in results for o in r.streams)))
+    if subjects == "original":
+        # The original sent results only after promoting; its one wording serves both outcomes.
+        subject = _original_subject("'{app}' promotion results", app=app.name)
+    else:
+        verdict = "Promoted" if results and done == len(results) else "Promotion incomplete"
+        subject = _subject(verdict, app)
+    return _message(subject, body, sender=sender, to=to, app=app)
 
 
 def render_refused_approval(
@@ -344,14 +409,25 @@ class _Body:
         return text, document
 
 
-def _app_facts(app: AppSummary) -> list[tuple[str, str]]:
-    return [
+def _app_facts(app: AppSummary, *, link: bool = True) -> list[tuple[str, str]]:
+    facts = [
         ("App", app.name),
         ("App id", app.app_id),
         ("Owner", app.owner_name),
         ("Stream", app.stream_name or "(not published)"),
-        ("Open", app.link),
     ]
+    return [*facts, ("Open", app.link)] if link else facts
+
+
+def _linked(line: _Line, url: str | None) -> _Line:
+    """``line`` followed by ``url``: an anchor in the HTML part only when it is a web link."""
+    if not url:
+        return line
+    shown = one_line(url)
+    anchor = html.escape(shown)
+    if _is_web_link(shown):
+        anchor = f'<a href="{html.escape(shown, quote=True)}">{anchor}</a>'
+    return _Line(f"{line.text}: {shown}", f"{line.html}: {anchor}")
 
 
 def _is_web_link(url: str) -> bool:
@@ -366,6 +442,12 @@ def _subject(verdict: str, app: AppSummary, tail: str = "") -> str:
         clip(tail, SUBJECT_NAME_LIMIT),
     )
     return " ".join(part for part in parts if part)
+
+
+def _original_subject(template: str, **names: str) -> str:
+    # The original's wording; each name cut like ours. The text becomes a header only in _message,
+    # through mail_headers.EncodedText, so a name can never start a header line of its own.
+    return template.format(**{key: clip(name, SUBJECT_NAME_LIMIT) for key, name in names.items()})
 
 
 def _recipient(entry: str | MailAddress) -> MailAddress:

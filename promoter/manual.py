@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from promoter.approval import Action, Decision, Mode, Target, decide
+from promoter.approval import Action, Decision, Mode, Target, read_request
 from promoter.qrs.models import App
 from promoter.settings import Settings
 
@@ -49,14 +49,17 @@ def manual_decision(
     streams: Sequence[str] | None = None,
     mode: Mode | None = None,
     requested_by: str,
+    force: bool = False,
 ) -> Decision:
     """Promote ``app`` where the parameters say; what they leave out comes from the app's properties.
 
     A manual run re-promotes only: it neither unpublishes the app nor strips its properties,
     and it does not send the approval email (nobody approved anything). ``requested_by`` is
-    who started the run (see ``requester``).
+    who started the run (see ``requester``). ``force``: Overwrite replaces target apps changed by
+    hand since qs-promoter placed them (see promoter.drift).
     """
-    from_properties = decide(app, "updated", settings)
+    # The app's own PromoteToServer/PromoteToStream, whether or not an approval is set.
+    from_properties = read_request(app, settings)
     known = {t.site: t for t in from_properties.targets}
     wanted_sites = list(sites) if sites else list(known)
     unknown = [s for s in wanted_sites if s not in settings.target_sites]
@@ -71,7 +74,7 @@ def manual_decision(
         site_streams = tuple(streams) if streams else (known[site].streams if site in known else ())
         site_mode = mode or (known[site].mode if site in known else Mode.OVERWRITE)
         if site_streams:
-            targets.append(Target(site, site_mode, site_streams))
+            targets.append(Target(site, site_mode, site_streams, force))
     if not targets:
         reason = "no target site and stream given, and the app's PromoteToServer/PromoteToStream name none"
         return Decision(
@@ -83,12 +86,13 @@ def manual_decision(
             request="manual run",
         )
     versioned = settings.versioning.enabled and (
-        settings.versioning.auto_version_all or from_properties.version
+        settings.versioning.auto_version_all or from_properties.version_asked
     )
     sites_text = ", ".join(f"{t.site} ({t.mode.value})" for t in targets)
+    forced = ", replacing target apps changed by hand (force)" if force else ""
     return Decision(
         Action.PROMOTE,
-        f"manual promotion to {sites_text} requested by {who}",
+        f"manual promotion to {sites_text}{forced} requested by {who}",
         "updated",
         targets=tuple(targets),
         version=versioned,

@@ -14,6 +14,10 @@ Streams that do not exist on a site are reported and the others served (as the o
 where none of them exists fails: the approval asked for something that could not be done there,
 and the source app must stay where it is until an admin creates a stream (a retry then promotes).
 
+Each replacement carries the app as the site holds it now and, for a ledger match, what the
+ledger recorded right after qs-promoter placed it: promoter.drift judges from the two whether
+someone changed the app by hand since.
+
 Fresh publishes, in both modes, cost one upload: the uploaded app is published to the first
 stream and server-side copies of it to the others. With Overwrite the same upload is the source
 of every replace; when no stream needs a fresh publish it is temporary and deleted afterwards.
@@ -22,7 +26,8 @@ of every replace; when no stream needs a fresh publish it is temporary and delet
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -38,11 +43,17 @@ class StreamRef:
 
 @dataclass(frozen=True, slots=True)
 class KnownTarget:
-    """A target app the ledger remembers this source app became, and the stream it was in."""
+    """A target app the ledger remembers this source app became, and the stream it was in.
+
+    ``modified_date`` and ``file_size`` are the app's as read back right after qs-promoter placed it
+    (None in a ledger from before they were recorded: such a target is never held for drift).
+    """
 
     stream_id: UUID
     stream_name: str
     app_id: UUID
+    modified_date: datetime | None = None
+    file_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,9 @@ class Replacement:
     app_id: UUID
     stream: StreamRef
     matched_by: Literal["ledger", "name"]
+    # For the drift guard: what the ledger recorded (ledger matches) and the app as found now.
+    known: KnownTarget | None = field(default=None, compare=False)
+    found: App | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +156,15 @@ def plan_site(
             alive = [k for k in remembered[stream.id] if _published_in(by_id.get(k.app_id), stream)]
             stale.extend(k for k in remembered[stream.id] if k not in alive)
             for item in alive:
-                replace.setdefault(item.app_id, Replacement(item.app_id, stream, "ledger"))
+                found_now = by_id.get(item.app_id)
+                replace.setdefault(item.app_id, Replacement(item.app_id, stream, "ledger", item, found_now))
             if not alive:
                 notes.append(f"the app promoted to {stream.name!r} before is gone: a fresh copy is published")
                 fresh.append(stream)
             continue
         same_name = [a for a in apps if _published_in(a, stream) and a.name.casefold() == name]
         for app in same_name:
-            replace.setdefault(app.id, Replacement(app.id, stream, "name"))
+            replace.setdefault(app.id, Replacement(app.id, stream, "name", None, app))
         if not same_name:
             fresh.append(stream)
     # Remembered targets in streams not asked for this time are left alone, not forgotten.

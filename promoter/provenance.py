@@ -71,6 +71,14 @@ def upload_name(app_name: str, slot: UploadSlot) -> str:
     return app_name[: NAME_LIMIT - len(suffix)] + suffix
 
 
+def copy_name(app_name: str, slot: UploadSlot, stream_id: object) -> str:
+    """The temporary name of the copy made from the upload for one stream: as unguessable as the
+    upload's, one per stream, and in the same form, so the sweep knows it. A copy whose answer was
+    lost is found by it instead of being made twice; it is renamed when it is published."""
+    secret = hashlib.sha256(f"{slot.secret}|{stream_id}".encode()).hexdigest()[:32]
+    return upload_name(app_name, UploadSlot(slot.token, secret, slot.began))
+
+
 def upload_token(request_key: str, site: str) -> str:
     """Short, stable per request and site (not secret): names the request's work folder, and lets the
     sweep tell the uploads of running requests apart."""

@@ -12,8 +12,8 @@ import os
 import re
 import tomllib
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from pathlib import Path, PurePath
+from typing import Annotated, ClassVar, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -34,6 +34,8 @@ from pydantic_settings import (
 )
 
 from promoter.errors import SettingsError
+
+PurePathT = TypeVar("PurePathT", bound=PurePath)
 
 ENV_PREFIX = "QSP_"
 CONFIG_ENV = "QSP_CONFIG"
@@ -119,6 +121,15 @@ class EmailSettings(Section):
         None, description="The original's CSV (StreamID, ApprovalEmailAddress), merged with stream_approvers."
     )
     owner_email_attribute: str = Field("email", description="User attribute holding an email address.")
+    copy_approver: bool = Field(
+        False,
+        description="Also send the approver the approval, denial, intended-targets and results emails"
+        " (the original mails the owner only).",
+    )
+    subjects: Literal["qs-promoter", "original"] = Field(
+        "qs-promoter",
+        description="Subject wording: qs-promoter's, or the original's (for mail rules written for it).",
+    )
 
     @field_validator("sender")
     @classmethod
@@ -197,6 +208,16 @@ class VersioningSettings(Section):
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("set both access_key_id and secret_access_key, or neither (default chain)")
         return self
+
+
+class OverwriteSettings(Section):
+    """How an Overwrite treats the target apps it replaces."""
+
+    drift: Literal["hold", "warn", "ignore"] = Field(
+        "hold",
+        description="A target app changed since qs-promoter placed it (modifiedDate or fileSize): hold "
+        "the site until a promotion with force, warn and replace it, or ignore the change.",
+    )
 
 
 class UnpublishSettings(Section):
@@ -316,6 +337,7 @@ class Settings(BaseSettings):
     properties: PropertyNames = Field(default_factory=PropertyNames)
     email: EmailSettings = Field(default_factory=EmailSettings)
     versioning: VersioningSettings = Field(default_factory=VersioningSettings)
+    overwrite: OverwriteSettings = Field(default_factory=OverwriteSettings)
     unpublish: UnpublishSettings = Field(default_factory=UnpublishSettings)
     promote_on_reload: ReloadSettings = Field(default_factory=ReloadSettings)
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
@@ -331,6 +353,73 @@ class Settings(BaseSettings):
     )
 
     SOURCE: ClassVar[str] = "source"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _approver_csv_from_settings_folder(cls, data: object) -> object:
+        # The CSV is read while the email section is validated, before _from_settings_folder runs.
+        base = cls.settings_folder()
+        if base is None or not isinstance(data, dict) or not isinstance(data.get("email"), dict):
+            return data
+        email = data["email"]
+        csv_path = email.get("stream_approvers_csv")
+        if not isinstance(csv_path, str | Path) or not str(csv_path):
+            return data
+        return {**data, "email": {**email, "stream_approvers_csv": under(base, Path(csv_path))}}
+
+    @model_validator(mode="after")
+    def _from_settings_folder(self) -> Settings:
+        # Every process (up, executor, flow runs after their change into the project folder,
+        # webhook, CLI) then finds the same ledger, outbox, work folder and certificates, whatever
+        # folder it was started in.
+        base = self.settings_folder()
+        if base is None:
+            return self  # no settings file: relative paths stay relative to the current folder
+        self.cert_root = under(base, self.cert_root)
+        self.work_dir = under(base, self.work_dir)
+        self.ledger_url = SecretStr(sqlite_url_under(base, self.ledger_url.get_secret_value()))
+        for site in (self.source_site, *self.target_sites.values()):
+            site.cert_dir = site.cert_dir and under(base, site.cert_dir)
+        webhook = self.webhook
+        webhook.outbox_path = under(base, webhook.outbox_path)
+        webhook.tls_cert = webhook.tls_cert and under(base, webhook.tls_cert)
+        webhook.tls_key = webhook.tls_key and under(base, webhook.tls_key)
+        webhook.tls_ca = webhook.tls_ca and under(base, webhook.tls_ca)
+        self.email.ca_file = self.email.ca_file and under(base, self.email.ca_file)
+        return self
+
+    @classmethod
+    def settings_folder(cls) -> Path | None:
+        """The folder relative paths resolve against: the settings file's, or None without a file."""
+        return None if cls.toml_path is None else Path(os.path.abspath(cls.toml_path)).parent
+
+    def ledger_file(self) -> Path | None:
+        """The ledger's SQLite file as an absolute path; None for a server database or :memory:."""
+        database = sqlite_file(self.ledger_url.get_secret_value())
+        return None if database is None else Path(os.path.abspath(database))
+
+    def state_paths(self) -> dict[str, str]:
+        """Where this installation keeps its state, as absolute paths (the ledger URL of a server
+        database without its password), for doctor and the start-up logs."""
+        url = self.ledger_url.get_secret_value()
+        ledger = self.ledger_file()
+        return {
+            "ledger": str(ledger) if ledger else url_without_password(url),
+            "outbox": os.path.abspath(self.webhook.outbox_path),
+            "work folder": os.path.abspath(self.work_dir),
+            "certificates": os.path.abspath(self.cert_root),
+        }
+
+    def state_line(self, **more: str) -> str:
+        """One log line with the absolute state paths and what relative paths resolved against."""
+        base = self.settings_folder()
+        origin = (
+            f"relative paths from the settings file's folder {base}"
+            if base is not None
+            else f"no settings file: relative paths from the current folder {Path.cwd()}"
+        )
+        places = {**self.state_paths(), **more}
+        return "state: " + ", ".join(f"{name} {place}" for name, place in places.items()) + f" ({origin})"
 
     @field_validator("target_sites")
     @classmethod
@@ -440,6 +529,46 @@ def _has_credentials(url: str) -> bool:
         return parts.username is not None or parts.password is not None
     except ValueError:
         return False  # not a URL at all: boto3 refuses it and says so
+
+
+def under(base: PurePathT, path: PurePathT) -> PurePathT:
+    """``path`` if absolute, else ``base / path`` (``base`` is absolute); "~" is the home folder.
+
+    Not resolve(): a folder reached through a link keeps the name the admin gave it. On Windows
+    ``\\var`` takes the drive of ``base``; ``C:var`` on another drive than ``base`` stays as it is
+    (write ``C:\\var``).
+    """
+    if isinstance(path, Path):
+        path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (relative as written), or None for another database or :memory:."""
+    if not url.lower().startswith("sqlite"):
+        return None  # cheap test first: SQLAlchemy is imported only for SQLite URLs
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # the ledger names the problem when it opens the URL
+    database = parsed.database
+    uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    if parsed.get_backend_name() != "sqlite" or uri or database in (None, "", ":memory:"):
+        return None
+    return Path(database)
+
+
+def sqlite_url_under(base: Path, url: str) -> str:
+    """A SQLite URL with a relative file made absolute under ``base``; any other URL unchanged."""
+    database = sqlite_file(url)
+    if database is None or database.is_absolute():
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=str(under(base, database))).render_as_string(hide_password=False)
 
 
 def config_path(explicit: Path | None = None) -> Path:

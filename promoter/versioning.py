@@ -6,7 +6,9 @@ share a key and no name can reach outside the prefix:
 - a promoted app:  ``{prefix}apps/{app_id}/{slug}.qvf``
 - a backup:        ``{prefix}backups/{site}/{target_app_id}/{slug}.qvf``
 
-(``slug`` is a short ASCII form of the app name, for people browsing the bucket.) The bucket
+(``slug`` is a short ASCII form of the app name, for people browsing the bucket.) An app that
+continues another (the owner's copy an unpublish made) is kept under the key of the first app
+of its chain, the lineage root, so every approved version of it is a version of one object. The bucket
 keeps every upload as a new version of the key; ``upload_version`` returns the version id,
 ``download_version`` brings one back byte for byte. Files move through boto3's transfer
 manager, so memory stays flat whatever the app size. Every failure is a ``VersioningError``
@@ -174,21 +176,29 @@ def upload_version(
     *,
     kind: Kind = "app",
     site: str | None = None,
+    root_id: object | None = None,
+    root_name: str | None = None,
     transfer: TransferConfig = TRANSFER,
 ) -> S3Version:
     """Store ``file`` as a new version of the app's key and return that version.
 
     The bucket's versioning is checked first: on a bucket without it, an upload would
     overwrite the previous version for good. ``metadata`` (e.g. source site, approver) is
-    stored with ``app-id`` and ``app-name`` via ``s3_metadata``.
+    stored with ``app-id`` and ``app-name`` via ``s3_metadata``. ``root_id`` and ``root_name``
+    name the lineage root when the app continues another: the key is the root's, and the
+    version's metadata names the root beside the app itself.
     """
-    key = object_key(settings.prefix, app_id, app_name, kind, site=site)
+    key_id, key_name = (root_id, root_name or app_name) if root_id is not None else (app_id, app_name)
+    key = object_key(settings.prefix, key_id, key_name, kind, site=site)
     where = f"s3://{settings.bucket}/{key}"
     ensure_bucket_versioning(s3, settings.bucket)
     # boto3's transfer manager does not return the version id; this token finds our version
     # even if another upload to the same key lands in between.
     token = uuid.uuid4().hex
-    fields = {"app-id": str(app_id), "app-name": app_name, **(metadata or {}), "upload-id": token}
+    fields = {"app-id": str(app_id), "app-name": app_name}
+    if uuid.UUID(str(key_id)) != uuid.UUID(str(app_id)):
+        fields["lineage-app-id"] = str(key_id)
+    fields |= {**(metadata or {}), "upload-id": token}
     try:
         size = file.stat().st_size
         s3.upload_file(

@@ -1,4 +1,4 @@
-"""`qs-promoter doctor`: check settings, certificates, every site's QRS, SMTP, S3, Prefect and the webhook.
+"""`qs-promoter doctor`: check settings, certificates, each QRS, the Qlik setup, SMTP, S3, Prefect, webhook.
 
 One line per check, OK or FAIL, and for a failure what to do about it. The exit code is 1 when
 any check failed. Nothing is changed anywhere (except the test email, when asked for one).
@@ -7,6 +7,7 @@ any check failed. Nothing is changed anywhere (except the test email, when asked
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
-from promoter.cli.options import ConfigFile
+from promoter.cli.options import ConfigFile, StateDir
 from promoter.errors import MailError, PromoterError, QrsError, QrsRefused, SettingsError, VersioningError
 from promoter.qrs.tls import (
     CLIENT_CERT,
@@ -29,9 +30,13 @@ from promoter.settings import Settings, config_path, load_settings
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
+    from promoter.deployments.stack import UpRecord
+    from promoter.qlik_setup import Survey
+
 DEFAULT_PREFECT_API = "http://127.0.0.1:4200/api"
 CHECK_TIMEOUT = 10.0
 HANDLE_DEPLOYMENT = "handle-app-change/qs-promoter"
+SETUP_FIX = "run `qs-promoter qlik setup` (with --dry-run first to see what it changes)"
 
 SendTestEmail = Annotated[
     str | None,
@@ -64,10 +69,12 @@ class Check:
         return f"{text}\n      fix: {self.hint}" if shown else text
 
 
-def doctor(config: ConfigFile = None, send_test_email: SendTestEmail = None) -> None:
+def doctor(
+    config: ConfigFile = None, send_test_email: SendTestEmail = None, state_dir: StateDir = None
+) -> None:
     """Check everything qs-promoter needs before the first run; exit code 1 if anything failed."""
     failed = warned = 0
-    for check in run_checks(config, send_test_email):
+    for check in run_checks(config, send_test_email, state_dir):
         typer.echo(check.line())
         failed += not check.ok
         warned += check.ok and check.warning
@@ -77,30 +84,60 @@ def doctor(config: ConfigFile = None, send_test_email: SendTestEmail = None) -> 
         raise typer.Exit(1)
 
 
-def run_checks(config: Path | None, test_address: str | None = None) -> Iterator[Check]:
+def run_checks(
+    config: Path | None, test_address: str | None = None, state_dir: Path | None = None
+) -> Iterator[Check]:
     """Every check in order; later checks are skipped when the settings cannot be read."""
+    from promoter.cli.up import state_folder
+    from promoter.deployments.stack import UpRecord
+
     path = config_path(config)
     try:
         settings = load_settings(config)
     except SettingsError as exc:
         yield Check("settings", False, str(exc), "correct the file (see qs-promoter.example.toml)")
         return
-    yield Check("settings", True, f"{path} is valid")
+    yield Check("settings", True, f"{os.path.abspath(path)} is valid")
+    state = state_folder(config, state_dir)
+    up_record = UpRecord.read(state)
+    yield check_state(settings, up_record)
     yield check_webhook_secret(settings)
+    source_answers = False
     for site in [Settings.SOURCE, *settings.target_sites]:
         certificates = check_certificates(settings, site)
         yield certificates
         if certificates.ok:
-            yield check_qrs(settings, site)
+            qrs = check_qrs(settings, site)
+            source_answers = source_answers or (site == Settings.SOURCE and qrs.ok)
+            yield qrs
+    if source_answers:
+        yield check_qlik_setup(settings)
     if settings.email.enabled or test_address:
         yield check_smtp(settings, test_address)
     if settings.versioning.enabled:
         yield check_s3(settings)
-    prefect = check_prefect()
+    api_url, source = prefect_target(up_record, state)
+    prefect = check_prefect(api_url, source, up_record, state)
     yield prefect
     if prefect.ok:
-        yield check_deployments()
+        yield check_deployments(api_url)
     yield check_webhook(settings)
+
+
+def check_state(settings: Settings, up_record: UpRecord | None) -> Check:
+    """Where the ledger, outbox, work folder, certificates and results are, as absolute paths
+    (relative ones start at the settings file's folder, in every process)."""
+    ledger = settings.ledger_file()
+    fresh = {"ledger": f"{ledger} (not created yet)"} if ledger and not ledger.is_file() else {}
+    results = up_record.results if up_record else prefect_results_folder()
+    return Check("state", True, settings.state_line(results=results, **fresh).removeprefix("state: "))
+
+
+def prefect_results_folder() -> str:
+    """Where Prefect keeps persisted task results for a process started with this environment."""
+    from prefect.settings import get_current_settings
+
+    return os.path.abspath(get_current_settings().results.local_storage_path)
 
 
 def check_webhook_secret(settings: Settings) -> Check:
@@ -173,6 +210,32 @@ def check_qrs(settings: Settings, site: str) -> Check:
     except PromoterError as exc:
         return Check(name, False, str(exc), "check the certificate files")
     return Check(name, True, f"{config.base_url} answered /qrs/about (Qlik Sense {version})")
+
+
+def check_qlik_setup(settings: Settings) -> Check:
+    """The custom properties and the tag qs-promoter reads exist on the source site as the settings
+    and the target sites' streams want them (what `qs-promoter qlik setup` would change)."""
+    from promoter.qlik_setup import survey
+    from promoter.qrs.client import QrsClient
+    from promoter.qrs.retry import RetryPolicy
+
+    name = "Qlik setup"
+
+    async def read() -> Survey:
+        source = QrsClient.for_site(settings, Settings.SOURCE, retry=RetryPolicy(attempts=1))
+        async with source:
+            return await survey(settings, source)
+
+    try:
+        found = asyncio.run(read())
+    except PromoterError as exc:
+        return Check(name, False, f"could not read the source site's custom properties: {exc}", SETUP_FIX)
+    plan = found.plan
+    if plan.problems:
+        return Check(name, False, "; ".join(plan.problems), SETUP_FIX)
+    if plan.notes:
+        return Check(name, True, "; ".join(n.text for n in plan.notes), plan.notes[0].hint, warning=True)
+    return Check(name, True, f"the source site has {', '.join(plan.in_order)}")
 
 
 def qrs_hint(exc: QrsError, site: str, port: int) -> str:
@@ -258,9 +321,31 @@ def prefect_api_url() -> tuple[str, bool]:
     return (str(value).rstrip("/"), True) if value else (DEFAULT_PREFECT_API, False)
 
 
-def check_prefect() -> Check:
+def prefect_target(up_record: UpRecord | None, state: Path) -> tuple[str, str]:
+    """The Prefect API to check and where that address came from: PREFECT_API_URL, else the server
+    a running `qs-promoter up` recorded in the state folder, else the default of `up`."""
     url, configured = prefect_api_url()
-    source = "PREFECT_API_URL" if configured else "default of `qs-promoter up`"
+    if configured:
+        return url, "PREFECT_API_URL"
+    if up_record is not None:
+        return up_record.api_url.rstrip("/"), f"recorded by `qs-promoter up` in {state}"
+    return url, "default of `qs-promoter up`"
+
+
+def up_relation(url: str, up_record: UpRecord | None, state: Path) -> str:
+    """Whether ``url`` is the Prefect server of the `qs-promoter up` that uses this state folder."""
+    if up_record is None:
+        return f"no `qs-promoter up` runs with the state folder {state}"
+    up = f"`qs-promoter up` (pid {up_record.pid})"
+    if up_record.api_url.rstrip("/") != url:
+        return f"not the server {up} uses: {up_record.api_url}"
+    return f"the server {up} {'started' if up_record.started_server else 'uses (it did not start it)'}"
+
+
+def check_prefect(url: str, source: str, up_record: UpRecord | None, state: Path) -> Check:
+    """The Prefect API answers /health; the line names it and whether `up` started it."""
+    relation = f"; {up_relation(url, up_record, state)}"
+    other_up = up_record is not None and up_record.api_url.rstrip("/") != url
     try:
         answer = httpx.get(f"{url}/health", timeout=CHECK_TIMEOUT, trust_env=False)
         healthy = answer.status_code == 200 and answer.json() is True
@@ -271,17 +356,25 @@ def check_prefect() -> Check:
         return Check(
             "Prefect API",
             False,
-            f"{url} ({source}) did not answer /health ({seen})",
-            "start it with `qs-promoter up`, or set PREFECT_API_URL to the running server",
+            f"{url} ({source}) did not answer /health ({seen}){relation}",
+            f"set PREFECT_API_URL={up_record.api_url}"
+            if other_up and up_record is not None
+            else "start it with `qs-promoter up`, or set PREFECT_API_URL to the running server",
         )
-    return Check("Prefect API", True, f"{url} ({source}) is healthy")
+    if other_up and up_record is not None:
+        return Check(
+            "Prefect API",
+            True,
+            f"{url} ({source}) is healthy{relation}",
+            f"set PREFECT_API_URL={up_record.api_url} to check the server of `qs-promoter up`",
+            warning=True,
+        )
+    return Check("Prefect API", True, f"{url} ({source}) is healthy{relation}")
 
 
-def check_deployments() -> Check:
+def check_deployments(url: str) -> Check:
     """handle-app-change/qs-promoter is registered (the webhook's flow runs are made from it)."""
     from promoter.deployments.orchestration import with_prefect
-
-    url, _ = prefect_api_url()
 
     async def read(client: PrefectClient) -> None:
         await client.read_deployment_by_name(HANDLE_DEPLOYMENT)

@@ -86,6 +86,7 @@ def executor(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    from promoter.cli.doctor import prefect_results_folder
     from promoter.deployments.executor import (
         DEFAULT_LIMIT,
         RESTART_ABOVE_BYTES,
@@ -99,6 +100,7 @@ def executor(
     )
 
     logging.getLogger("promoter").setLevel(logging.INFO)  # Prefect's console handler prints it
+    typer.echo(settings.state_line(results=prefect_results_folder()))
     grace = STOP_GRACE_SECONDS if stop_grace is None else stop_grace
     runs = RESTART_AFTER_RUNS if restart_after_runs is None else restart_after_runs
     memory = RESTART_ABOVE_BYTES if restart_above_mb is None else restart_above_mb * 2**20

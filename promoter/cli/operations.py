@@ -23,7 +23,14 @@ from promoter.approval import Mode
 from promoter.cli.options import ConfigFile, RequestedBy, Wait
 from promoter.errors import SettingsError
 from promoter.manual import cli_requester
-from promoter.settings import Settings, hide_url_password, load_settings, url_without_password
+from promoter.settings import (
+    CONFIG_ENV,
+    Settings,
+    config_path,
+    hide_url_password,
+    load_settings,
+    url_without_password,
+)
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -63,6 +70,14 @@ PromotionMode = Annotated[
         show_default=False,
     ),
 ]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Overwrite: replace target apps changed by hand since qs-promoter placed them "
+        "(with drift = hold such a site is otherwise held).",
+    ),
+]
 VersionId = Annotated[
     str | None,
     typer.Option(
@@ -82,12 +97,24 @@ audit = typer.Typer(no_args_is_help=True)
 subscriptions = typer.Typer(no_args_is_help=True)
 
 
+def sites_or_exit(settings: Settings, sites: list[str] | None) -> None:
+    """Exit with code 2 naming any --site that is not a configured target site."""
+    unknown = [s for s in sites or [] if s not in settings.target_sites]
+    if unknown:
+        typer.echo(
+            f"error: unknown site(s) {', '.join(unknown)}; configured: {', '.join(settings.target_sites)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 def promote(
     app_id: AppId,
     site: Sites = None,
     stream: Streams = None,
     mode: PromotionMode = None,
     requested_by: RequestedBy = None,
+    force: Force = False,
     wait: Wait = False,
     config: ConfigFile = None,
 ) -> None:
@@ -96,22 +123,55 @@ def promote(
     The source app stays where it is (no unpublish, properties kept). Each call is a new request.
     """
     settings = settings_or_exit(config)
-    unknown = [s for s in site or [] if s not in settings.target_sites]
-    if unknown:
-        typer.echo(
-            f"error: unknown site(s) {', '.join(unknown)}; configured: {', '.join(settings.target_sites)}",
-            err=True,
-        )
-        raise typer.Exit(2)
+    sites_or_exit(settings, site)
     parameters = {
         "app_id": str(app_id),
         "sites": site or None,
         "streams": stream or None,
         "mode": mode.value if mode else None,
         "requested_by": started_by(requested_by),
+        **({"force": True} if force else {}),  # the flow's default otherwise: the run's parameters stay short
     }
     # Prefect keeps an idempotency key forever: a repeated promotion needs a fresh one.
     run_deployment(PROMOTE_DEPLOYMENT, parameters, f"manual:{app_id}:{uuid4()}", wait)
+
+
+def plan(
+    app_id: AppId,
+    site: Sites = None,
+    stream: Streams = None,
+    mode: PromotionMode = None,
+    requested_by: RequestedBy = None,
+    config: ConfigFile = None,
+) -> None:
+    """Show what an approval of an app would do now, per target site, without changing anything.
+
+    Reads the source app, the target sites and the ledger, and plans as a promotion does. With
+    --site, --stream or --mode (as `promote` takes them), or for an app without an approval, the
+    plan is of a manual promotion. Runs here, without the Prefect server.
+    """
+    from promoter.errors import PromoterError, QrsNotFound
+    from promoter.flows.plan import build_plan
+    from promoter.promotion_plan import render_text
+
+    settings = settings_or_exit(config)
+    sites_or_exit(settings, site)
+    require_ledger(settings, config)
+    # The reads of a run (sites, ledger) take their settings from the file QSP_CONFIG names.
+    os.environ[CONFIG_ENV] = str(config_path(config).resolve())
+    who = started_by(requested_by)
+    try:
+        with ledger_or_exit(settings):
+            found = asyncio.run(
+                build_plan(app_id, settings, sites=site, streams=stream, mode=mode, requested_by=who)
+            )
+    except QrsNotFound:
+        typer.echo(f"error: app {app_id} does not exist on the source site", err=True)
+        raise typer.Exit(1) from None
+    except PromoterError as exc:
+        typer.echo(f"error: could not plan the promotion of {app_id}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_text(found))
 
 
 def rollback(
@@ -148,6 +208,7 @@ def audit_export(csv: CsvFile, config: ConfigFile = None) -> None:
     from promoter.ledger import Ledger
 
     settings = settings_or_exit(config)
+    require_ledger(settings, config)
     with ledger_or_exit(settings):
         ledger = Ledger(settings.ledger_url.get_secret_value())
     with ledger:
@@ -166,6 +227,7 @@ def subscriptions_list(config: ConfigFile = None) -> None:
     from promoter.subscriptions import list_subscriptions
 
     settings = settings_or_exit(config)
+    require_ledger(settings, config)
     with ledger_or_exit(settings):
         records = asyncio.run(list_subscriptions(settings))
     if not records:
@@ -205,6 +267,22 @@ def settings_or_exit(config: Path | None) -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def require_ledger(settings: Settings, config: Path | None) -> None:
+    """Exit code 1, naming the file looked for, when the SQLite ledger does not exist: opening it
+    would create a new empty one, and a report from it would wrongly say nothing happened.
+    (A server database is not a file: opening it shows whether it is there.)"""
+    ledger = settings.ledger_file()
+    if ledger is None or ledger.exists():  # a folder in its place: opening it says what is wrong
+        return
+    typer.echo(
+        f"error: no ledger at {ledger} (ledger_url in {config_path(config).absolute()}); nothing "
+        "was created. Relative paths in the settings start at the settings file's folder: is this "
+        "the settings file that `qs-promoter up` or the executor uses?",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @contextmanager

@@ -20,12 +20,14 @@ ConfigFile = Annotated[
     ),
 ]
 StateDir = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--state-dir",
         envvar="QSP_STATE_DIR",
         file_okay=False,
-        help="Folder for the Prefect database (prefect/) and the logs (log/) of what `up` starts.",
+        help="Folder for the Prefect database (prefect/) and the logs (log/) of what `up` starts; "
+        "default: var in the settings file's folder.",
+        show_default=False,
     ),
 ]
 PrefectHost = Annotated[

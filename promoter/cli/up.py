@@ -28,6 +28,9 @@ RegisterOnly = Annotated[
 ]
 
 
+DEFAULT_STATE_DIR = "var"
+
+
 class RunsWith(StrEnum):
     """What runs the flow runs (values as StackOptions.executor spells them)."""
 
@@ -49,7 +52,7 @@ Executor = Annotated[
 def up(
     config: ConfigFile = None,
     register_only: RegisterOnly = False,
-    state_dir: StateDir = Path("var"),
+    state_dir: StateDir = None,
     prefect_host: PrefectHost = "127.0.0.1",
     prefect_port: PrefectPort = 4200,
     executor: Executor = RunsWith.IN_PROCESS,
@@ -63,14 +66,14 @@ def up(
     started, the executor first.
     """
     settings = settings_or_exit(config)
-    state = state_dir.resolve()
+    state = state_folder(config, state_dir)
     # Before Prefect is imported here: its settings are read once, at import.
     os.environ["PREFECT_HOME"] = str(state / "prefect")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from promoter.deployments.stack import Interrupted, Stack, StackError, StackOptions, project_dir
 
     options = StackOptions(
-        config=config_path(config).resolve(),
+        config=Path(os.path.abspath(config_path(config))),
         state_dir=state,
         project_dir=project_dir(),
         prefect_host=prefect_host,
@@ -79,6 +82,8 @@ def up(
         executor="process" if executor is RunsWith.PROCESS else "in-process",
     )
     stack = Stack(settings, options, echo=echo)
+    echo(f"settings: {options.config}")
+    echo(settings.state_line(results=str(stack.results_dir), **{"Prefect and logs": str(state)}))
     with stop_on_signals(stack.stop_requested.set):
         try:
             stack.start(register_only=register_only)
@@ -107,6 +112,14 @@ def up(
         echo("stopped")
     if died is not None:
         raise typer.Exit(1)
+
+
+def state_folder(config: Path | None, state_dir: Path | None) -> Path:
+    """--state-dir (from the current folder, as any command-line path), else var/ beside the
+    settings file: the same folder whichever folder `up` and `doctor` are started in."""
+    if state_dir is not None:
+        return Path(os.path.abspath(state_dir))
+    return Path(os.path.abspath(config_path(config))).parent / DEFAULT_STATE_DIR
 
 
 def settings_or_exit(config: Path | None) -> Settings:

@@ -74,6 +74,7 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(settings.state_line())
     try:
         serve_webhook(application, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
     except OSError as exc:  # the address cannot be bound: taken, or not this machine's

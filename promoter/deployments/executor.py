@@ -8,7 +8,10 @@ a task in its own event loop instead, with the calls a worker makes (Prefect 3.9
   AwaitingRetry in the pool (its event stream) and every ``poll_seconds`` besides;
 - each is claimed with ``propose_state(Pending())``, as a worker does (one claimer wins), marked
   with this executor's name (``infrastructure_pid``), and run by Prefect's async flow engine:
-  Retry in the UI schedules the same run again and finished steps come back Cached;
+  Retry in the UI schedules the same run again and finished steps come back Cached. A run whose
+  claim or start fails on an API error (SQLite's 503 "database is locked" after the client's own
+  retries) is not Crashed: nothing of it ran, so it stays or goes back to Scheduled and is taken
+  again;
 - Cancel in the UI (Cancelling) cancels that run's task alone, and the run ends Cancelled. The
   engine would take a cancelled task for a crash unless a process-wide flag says otherwise (a
   flag that would speak for every run), so ``RunEngine`` is told by the executor which run it
@@ -75,7 +78,7 @@ from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNam
 from prefect.exceptions import Abort, ObjectNotFound
 from prefect.flow_engine import AsyncFlowRunEngine
 from prefect.flows import Flow, load_flow_from_entrypoint
-from prefect.states import Cancelled, Cancelling, Crashed, Pending, State
+from prefect.states import Cancelled, Cancelling, Crashed, Pending, Scheduled, State
 from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 from prefect.utilities.engine import propose_state
 
@@ -96,6 +99,7 @@ RESTART_EXIT_CODE = 75  # "temporary failure": start me again (systemd Restart=,
 CLOCK_SKEW = timedelta(seconds=1)  # a run due this soon by our clock is due now by the server's
 LISTEN_TIMEOUT = 10.0  # for the event stream at start; without it the polls still find every run
 EVENTS_RETRY_SECONDS = 5.0
+START_AGAIN_AFTER = timedelta(seconds=2)  # a run whose start failed: not at once, the server is busy
 
 WAKE_EVENTS = ("prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry")
 CANCEL_EVENT = "prefect.flow-run.Cancelling"
@@ -354,11 +358,15 @@ class Executor:
                 return
             try:
                 flow = await self._flow_for(client, run)
-            except Exception as exc:
+            except (ExecutorError, ObjectNotFound) as exc:
                 await client.set_flow_run_state(
                     run.id, Crashed(message=f"cannot load the flow: {exc}"), force=True
                 )
                 log.error("flow run %s: cannot load its flow: %s", run.name, exc)
+                return
+            except Exception as exc:  # reading its deployment failed: the server is busy
+                self.taken -= 1
+                await self._start_again(client, run, exc)
                 return
             if active.stop is not None:  # cancelled or stopping while it was being claimed
                 await client.set_flow_run_state(run.id, Cancelled(message=active.stop.value), force=True)
@@ -378,11 +386,28 @@ class Executor:
             state = await propose_state(client, Pending(), flow_run_id=run.id)
         except (Abort, ObjectNotFound):
             return False
+        except Exception as exc:  # 503 or unreachable: still Scheduled, the next look takes it
+            log.warning("flow run %s: claiming it failed (%s); it is taken at the next look", run.name, exc)
+            return False
         if not state.is_pending():
             return False
         run.state = state
-        await client.update_flow_run(run.id, infrastructure_pid=self.options.marker)
+        try:
+            await client.update_flow_run(run.id, infrastructure_pid=self.options.marker)
+        except Exception as exc:  # left Pending, no one would ever take it
+            await self._start_again(client, run, exc)
+            return False
         return True
+
+    async def _start_again(self, client: PrefectClient, run: FlowRun, exc: Exception) -> None:
+        """A run claimed (Pending) whose start failed on an API error, before any of it ran:
+        Scheduled again, for this executor's next look (or another's), instead of Crashed."""
+        log.warning("flow run %s: could not start it (%s); scheduled again", run.name, exc)
+        again = Scheduled(
+            scheduled_time=datetime.now(UTC) + START_AGAIN_AFTER,
+            message=f"the executor could not start it ({type(exc).__name__}); it is taken again",
+        )
+        await client.set_flow_run_state(run.id, again, force=True)
 
     async def _execute(self, active: ActiveRun, flow: Flow[..., Any]) -> State | None:
         """Prefect's run_flow_async, with our engine."""
@@ -413,6 +438,11 @@ class Executor:
             log.info("flow run %s: aborted by the server: %s", run.name, exc)
             return None
         except Exception as exc:
+            current = (await client.read_flow_run(run.id)).state
+            if current is not None and current.is_pending():  # the engine failed before Running
+                self.taken -= 1
+                await self._start_again(client, run, exc)
+                return None
             state = Crashed(message=f"the executor could not run it: {type(exc).__name__}: {exc}")
         current = (await client.read_flow_run(run.id)).state
         if current is not None and current.is_final():

@@ -9,6 +9,13 @@ interrupt it needs to stop (prefect-notes §3.3). ``restore_interrupt()`` fixes 
 Windows has no SIGINT to send to another process: a child in a new process group gets
 CTRL_BREAK_EVENT instead, which uvicorn, the executor and the Prefect worker treat as their stop
 signal. No fork anywhere: ``subprocess.Popen`` only.
+
+On Linux each child also dies with us: a killed `up` (kill -9, the OOM killer, a test run
+stopped) must not leave a Prefect server, an executor and a webhook running with nobody to stop
+them. The kernel's parent-death signal does it; it is set by a small Python step that then
+execs the child's command in the same process (``preexec_fn`` is not safe in a process with
+threads). The signal comes when the *thread* that started the child ends, so children are
+started from a thread that lives as long as the stack (the main thread, a watch thread).
 """
 
 from __future__ import annotations
@@ -108,10 +115,29 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
+# Run by the child's own interpreter before it becomes the command: SIGTERM when our starting
+# thread ends (PR_SET_PDEATHSIG is 1), and no start at all if we are gone already.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def dying_with_parent(command: Sequence[str]) -> list[str]:
+    """``command``, made to end with this process on Linux (unchanged elsewhere)."""
+    if sys.platform != "linux":
+        return list(command)
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
+
+
 def start_child(
     name: str, command: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_file: Path
 ) -> Child:
-    """Start ``command`` in a new process group, output (UTF-8) appended to ``log_file``."""
+    """Start ``command`` in a new process group, output (UTF-8) appended to ``log_file``; on Linux it
+    ends with this process."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, object] = {}
     if WINDOWS:
@@ -123,7 +149,7 @@ def start_child(
         log.write(header.encode("utf-8"))
         log.flush()
         process = subprocess.Popen(  # noqa: S603 - our own commands, no shell
-            list(command),
+            dying_with_parent(command),
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -67,6 +68,9 @@ KEEPER_DEPLOYMENT = "keep-subscriptions/qs-promoter"
 RETENTION_SECONDS = 30 * 24 * 3600
 # Concurrency-slot leases on disk (under PREFECT_HOME), so they outlive a server restart.
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+# In the state folder while `up` runs: which Prefect server it uses (doctor reads it).
+UP_RECORD = "up.json"
+RESULTS_STORAGE = "PREFECT_RESULTS_LOCAL_STORAGE_PATH"
 
 STALE_MESSAGE = "Found running when `qs-promoter up` started: the previous stop did not end it."
 STOPPING_MESSAGE = "qs-promoter up is stopping; the next scheduled run does this again."
@@ -121,6 +125,30 @@ class StackOptions:
     def log_dir(self) -> Path:
         return self.state_dir / "log"
 
+    @property
+    def record_file(self) -> Path:
+        return self.state_dir / UP_RECORD
+
+
+@dataclass(frozen=True, slots=True)
+class UpRecord:
+    """What a running `qs-promoter up` wrote into its state folder: its Prefect server and state."""
+
+    api_url: str
+    started_server: bool  # False: a server that was already running, or PREFECT_API_URL
+    pid: int
+    config: str
+    results: str  # where its executor keeps Prefect's persisted task results
+
+    @classmethod
+    def read(cls, state_dir: Path) -> UpRecord | None:
+        """The record in ``state_dir``, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads((state_dir / UP_RECORD).read_text(encoding="utf-8"))
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
 
 @dataclass
 class Stack:
@@ -134,6 +162,7 @@ class Stack:
     api_url: str = ""
     owns_server: bool = False  # we started the Prefect server: its flow runs are ours
     webhook_problem: str = ""  # why the last webhook health check failed
+    wrote_record: bool = False  # the state folder's up.json is ours, removed on stop
     # How each executor/worker child was started (name, environment): started again the same way.
     worker_starts: dict[int, tuple[str | None, Mapping[str, str] | None]] = field(default_factory=dict)
 
@@ -156,6 +185,8 @@ class Stack:
     def environment(self) -> dict[str, str]:
         """The environment every child gets: our Prefect home and API, the settings file, UTF-8."""
         env = dict(os.environ)
+        if env.get(RESULTS_STORAGE):  # children change folders: a relative path would move with them
+            env[RESULTS_STORAGE] = os.path.abspath(env[RESULTS_STORAGE])
         env.update(
             {
                 "PREFECT_HOME": str(self.options.prefect_home),
@@ -194,6 +225,7 @@ class Stack:
             restore_interrupt()  # an ignored SIGINT would be inherited by the executor
         try:
             self._start_server()
+            self._write_record()
             self._check_interrupt()
             self._ensure_work_pool()
             self._register_deployments()
@@ -249,6 +281,22 @@ class Stack:
             self.echo(
                 f"{len(stale)} flow run(s) left running by an earlier stop marked Crashed: {', '.join(stale)}"
             )
+
+    @property
+    def results_dir(self) -> Path:
+        """Where the flow runs' persisted results land (Prefect's default: PREFECT_HOME/storage)."""
+        return Path(self.environment().get(RESULTS_STORAGE) or self.options.prefect_home / "storage")
+
+    def _write_record(self) -> None:
+        record = UpRecord(
+            api_url=self.api_url,
+            started_server=self.owns_server,
+            pid=os.getpid(),
+            config=str(self.options.config),
+            results=str(self.results_dir),
+        )
+        self.options.record_file.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        self.wrote_record = True
 
     def _ensure_work_pool(self) -> None:
         name = self.settings.prefect.work_pool
@@ -423,6 +471,9 @@ class Stack:
         ):
             self._stop_child(child, 15.0)
         self.children.clear()
+        if self.wrote_record:
+            self.options.record_file.unlink(missing_ok=True)
+            self.wrote_record = False
 
     def _stop_child(self, child: Child, grace: float) -> None:
         if child.alive():

@@ -10,6 +10,12 @@ from promoter.flows.handle import handle_app_change
 
 
 @flow(name="alert-on-publish", flow_run_name="alert-on-publish-{app_id}")
-async def alert_on_publish(app_id: UUID) -> str:
-    """Email the approvers of the app's stream when the stream has EmailAlertOnPublishTo; once per publish."""
-    return await handle_app_change(app_id, "published")
+async def alert_on_publish(
+    app_id: UUID, published_to: UUID | None = None, published_at: str | None = None
+) -> str:
+    """Email the approvers of the stream when it has EmailAlertOnPublishTo; once per publish.
+
+    ``published_to`` and ``published_at`` are the stream and publishTime QRS showed when the publish
+    was reported: with them, the alert goes out even if the app was unpublished or moved since.
+    """
+    return await handle_app_change(app_id, "published", published_to=published_to, published_at=published_at)

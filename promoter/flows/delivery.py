@@ -1,28 +1,43 @@
 """Deliver one promotion to one target site: plan from what is there, upload once, replace, copy, publish.
 
-A site is done as a whole or not at all: when a step fails, the upload and every copy this
-attempt published there are taken back, so a retry (a new run, or the same run retried in the
-Prefect UI) redoes the site without leaving a second copy beside the first. Apps replaced in
-place stay replaced; a retry replaces the same apps again.
+A site is done as a whole or not at all, and it is one step of the run (one task run, named
+``deliver-to-<site>``): when a call fails, the upload and every copy this attempt published there
+are taken back, so a retry (the step's own, a new run, or the run retried in the Prefect UI)
+redoes the site without leaving a second copy beside the first. Apps replaced in place stay
+replaced; a retry replaces the same apps again. Inside the step the calls are plain calls on one
+QRS client for the site: the client repeats what is safe to repeat, uploads and copies are found
+again by their secret temporary names, and Prefect persists the site's result, not each call's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 from uuid import UUID
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.runtime import task_run
 
 from promoter.approval import Target
-from promoter.errors import QrsError, QrsNotFound
+from promoter.drift import Meant, NotAsPlaced, judge_site, verify_placed
+from promoter.errors import PromoterError, QrsError, QrsNotFound, SiteFailed
 from promoter.ledger import Backup
 from promoter.outcome import Placement, SiteOutcome
 from promoter.planning import SitePlan, plan_site
-from promoter.provenance import UploadSlot, upload_name
+from promoter.provenance import UploadSlot, copy_name, upload_name
+from promoter.qrs import steps
+from promoter.qrs.client import QrsClient
+from promoter.qrs.filters import any_of, eq
 from promoter.qrs.models import App
 from promoter.settings import Settings
 from promoter.tasks import ledger, run, site
+from promoter.tasks.policy import TRANSIENT_RETRIES
 from promoter.tasks.versioning import store_backup
+
+# The whole site is the unit a retry skips (done) or redoes (failed): persisted, repeated when the
+# failure may pass. Not cached when it fails: SiteFailed makes the task run Failed.
+SITE_STEP = {"persist_result": True, "timeout_seconds": 4 * 3600, **TRANSIENT_RETRIES}
 
 
 async def deliver(
@@ -35,28 +50,72 @@ async def deliver(
     work: Path,
 ) -> SiteOutcome:
     """Put the exported app into the target's streams on one site; a failure is reported, not raised."""
+    try:
+        return await deliver_to_site(target, app, exported, description, request_key, settings, work)
+    except SiteFailed as failed:
+        assert isinstance(failed.outcome, SiteOutcome)
+        return failed.outcome
+
+
+async def plan_for_site(qrs: QrsClient, target: Target, app: App) -> SitePlan:
+    """What a promotion of ``app`` would do on the target's site now: reads only, nothing changes.
+
+    The one planning step of a delivery and of a plan shown before it (flows/plan.py), so that
+    the plan an admin sees cannot drift from what runs: the ledger's remembered targets, the
+    site's streams and apps, and planning.plan_site's decision on them.
+    """
+    known = await ledger.known_targets(app.id, target.site)
+    found = await steps.survey(qrs, app.name, target.streams, tuple(k.app_id for k in known))
+    return plan_site(target, app.name, found.streams, found.apps, known)
+
+
+@task(name="deliver-to-site", task_run_name="deliver-to-{target.site}", **SITE_STEP)
+async def deliver_to_site(
+    target: Target,
+    app: App,
+    exported: Path,
+    description: str,
+    request_key: str,
+    settings: Settings,
+    work: Path,
+) -> SiteOutcome:
+    """One site's delivery; raises SiteFailed (carrying what stays placed) when the site fails."""
     log = get_run_logger()
     placements: list[Placement] = []
     backups: list[Backup] = []
     plan: SitePlan | None = None
     try:
-        async with run.holding(run.site_limit(target.site)):
-            known = await ledger.known_targets(app.id, target.site)
-            found = await site.survey_site(
-                target.site, app.name, target.streams, tuple(k.app_id for k in known)
-            )
-            plan = plan_site(target, app.name, found.streams, found.apps, known)
+        async with run.holding(run.site_limit(target.site)), site.connect(target.site) as qrs:
+            plan = await plan_for_site(qrs, target, app)
             for note in plan.notes:
                 log.info("%s: %s", target.site, note)
             if plan.failure is not None:
                 log.error("%s: promotion failed: %s", target.site, plan.failure)
-                return outcome_of(target, plan, (), backups, (plan.failure,))
+                raise SiteFailed(outcome_of(target, plan, (), backups, (plan.failure,)))
             slot = await ledger.upload_slot(request_key, target.site)
-            await place(plan, app, exported, description, slot, settings, work, placements, backups)
+            # A target changed by hand since we placed it is not replaced unless the settings or
+            # an admin's force say so; a held site places nothing at all (done whole or not at all).
+            guard = judge_site(plan, settings.overwrite.drift, force=target.force)
+            if guard.verdict == "held":
+                log.error("%s: promotion %s", target.site, guard.reason)
+                raise SiteFailed(outcome_of(target, plan, (), backups, (guard.reason,), held=True))
+            if guard.verdict == "warn":
+                log.warning("%s: %s", target.site, guard.reason)
+                plan = dataclasses.replace(plan, notes=(*plan.notes, guard.reason))
+            # A passing failure on an attempt with repeats to come keeps the upload for the repeat.
+            repeats = task_run.get_run_count() <= (deliver_to_site.retries or 0)
+            await place(
+                qrs, plan, app, exported, description, slot, settings, work, placements, backups, repeats
+            )
+    except SiteFailed:
+        raise
     except Exception as exc:  # one site's failure must not stop the others; the run still fails
-        log.error("%s: promotion failed: %s", target.site, exc)
+        # A failure outside our error family is a bug of ours: its traceback goes to the run log.
+        log.error("%s: promotion failed: %s", target.site, exc, exc_info=not isinstance(exc, PromoterError))
         kept = tuple(p for p in placements if p.action == "replaced")  # the others were taken back
-        return outcome_of(target, plan, kept, backups, (f"{type(exc).__name__}: {exc}"[:500],))
+        failure = (f"{type(exc).__name__}: {exc}"[:500],)
+        passing = bool(getattr(exc, "transient", False))
+        raise SiteFailed(outcome_of(target, plan, kept, backups, failure), transient=passing) from exc
     if placements:
         log.info("%s: %s", target.site, ", ".join(f"{p.action} in {p.stream!r}" for p in placements))
     return outcome_of(target, plan, tuple(placements), backups, ())
@@ -82,15 +141,18 @@ def outcome_of(
     placements: tuple[Placement, ...],
     backups: list[Backup],
     failures: tuple[str, ...],
+    *,
+    held: bool = False,
 ) -> SiteOutcome:
     missing, stale, notes = (plan.streams_missing, plan.stale, plan.notes) if plan else ((), (), ())
     forgotten = tuple(k.app_id for k in stale)
     return SiteOutcome(
-        target.site, target.mode.value, placements, missing, failures, tuple(backups), forgotten, notes
+        target.site, target.mode.value, placements, missing, failures, tuple(backups), forgotten, notes, held
     )
 
 
 async def place(
+    qrs: QrsClient,
     plan: SitePlan,
     app: App,
     exported: Path,
@@ -100,10 +162,18 @@ async def place(
     work: Path,
     placements: list[Placement],
     backups: list[Backup],
+    repeats: bool = False,
 ) -> None:
-    """Carry out one site's plan with one upload; ``placements`` and ``backups`` grow as steps finish."""
+    """Carry out one site's plan with one upload; ``placements`` and ``backups`` grow as steps finish.
+
+    ``repeats``: the caller repeats the site after a passing failure, so the upload is kept then
+    (the repeat finds it by its name) instead of being sent again; published copies always go.
+    """
     where = plan.site
-    upload = await upload_for(where, exported, app.name, slot)
+    # Adopts the upload an earlier attempt made (found by its secret name), or uploads the file.
+    upload = await steps.upload_once(
+        qrs, exported, upload_name(app.name, slot), slot.began, log=get_run_logger()
+    )
     published: list[UUID] = []  # apps this attempt published: taken back if the site fails
     try:
         for replacement in plan.replace:
@@ -111,33 +181,79 @@ async def place(
             if replacement.app_id == upload.id:
                 # An earlier attempt of this run published the upload here and stopped before it
                 # was recorded: the survey now finds it by name. It is this stream's app already.
-                await site.describe_app(where, upload.id, description)
+                await steps.describe(qrs, upload.id, description)
                 placements.append(Placement(stream.id, stream.name, upload.id, "published"))
                 continue
             if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
                 backup_file = work / f"backup-{slot.token}-{replacement.app_id}.qvf"
-                await site.export_app(where, replacement.app_id, backup_file)
-                backups.append(await store_backup(backup_file, where, replacement.app_id, app.name))
-            await site.replace_app(where, upload.id, replacement.app_id)
-            await site.describe_app(where, replacement.app_id, description)
+                await qrs.export_app(replacement.app_id, backup_file)
+                # The plain call under the task: this site's step is what a retry redoes.
+                backups.append(await store_backup.fn(backup_file, where, replacement.app_id, app.name))
+            await qrs.replace_app(upload.id, replacement.app_id)
+            await steps.describe(qrs, replacement.app_id, description)
             placements.append(Placement(stream.id, stream.name, replacement.app_id, "replaced"))
         for stream in plan.copy_to:
-            copy = await site.publish_copy(where, upload.id, stream.id, app.name)
+            temporary = copy_name(app.name, slot, stream.id)
+            copy = await steps.publish_copy(qrs, upload.id, stream.id, app.name, temporary, slot.began)
             published.append(copy.id)
-            await site.describe_app(where, copy.id, description)
+            await steps.describe(qrs, copy.id, description)
             placements.append(Placement(stream.id, stream.name, copy.id, "copied"))
         if plan.publish_upload_to is not None:
             stream = plan.publish_upload_to
-            await site.publish_app(where, upload.id, stream.id, app.name)
+            await qrs.publish_app(upload.id, stream.id, app.name)
             published.append(upload.id)
-            await site.describe_app(where, upload.id, description)
+            await steps.describe(qrs, upload.id, description)
             placements.append(Placement(stream.id, stream.name, upload.id, "published"))
-    except BaseException:
-        await take_back(where, upload.id, published)
+        # Inside the try: a site that is not as meant fails like any other, its copies taken back.
+        await verify(qrs, plan, app.name, exported, description, placements)
+    except BaseException as exc:
+        keep = repeats and bool(getattr(exc, "transient", False))
+        await take_back(qrs, None if keep else upload.id, published)
         raise
     kept = published + [p.app_id for p in placements if p.action == "published"]
     if upload.id not in kept:  # it only fed the replaces: no temporary app stays behind
-        await site.delete_app(where, upload.id)
+        await steps.delete(qrs, upload.id)
+
+
+async def verify(
+    qrs: QrsClient,
+    plan: SitePlan,
+    app_name: str,
+    exported: Path,
+    description: str,
+    placements: list[Placement],
+) -> None:
+    """Read back every app placed on the site (one read) and compare with what was meant.
+
+    Raises NotAsPlaced saying what differs. When all is as meant, each placement gets the app's
+    modifiedDate and fileSize as read, which the ledger keeps for the drift guard.
+    """
+    if not placements:
+        return
+    size = (await asyncio.to_thread(exported.stat)).st_size
+    # A replaced app keeps the name it had on the site (a replace never renames); the others
+    # were published under the source app's name.
+    kept_names = {r.app_id: r.found.name for r in plan.replace if r.found is not None}
+    meant = [
+        Meant(
+            p.app_id,
+            p.stream_id,
+            p.stream,
+            kept_names.get(p.app_id, app_name) if p.action == "replaced" else app_name,
+            description,
+            size,
+        )
+        for p in placements
+    ]
+    found = await qrs.apps(any_of(*(eq("id", m.app_id) for m in meant)))
+    problems = verify_placed(meant, found)
+    if problems:
+        raise NotAsPlaced(f"{plan.site}: read back after placing the app: {'; '.join(problems)}")
+    now = {a.id: a for a in found}
+    placements[:] = [
+        dataclasses.replace(p, modified_date=now[p.app_id].modified_date, file_size=now[p.app_id].file_size)
+        for p in placements
+    ]
 
 
 async def upload_for(where: str, exported: Path, app_name: str, slot: UploadSlot) -> App:
@@ -155,19 +271,18 @@ async def upload_for(where: str, exported: Path, app_name: str, slot: UploadSlot
     return upload
 
 
-async def take_back(where: str, upload_id: UUID, published: list[UUID]) -> None:
-    """Delete the upload, then the copies this attempt published.
+async def take_back(qrs: QrsClient, upload_id: UUID | None, published: list[UUID]) -> None:
+    """Delete the upload (unless None: kept for a repeat) and the copies this attempt published.
 
-    The upload goes first: while it exists, a retry of this run reuses the cached copies made
-    from it, so they are kept if it cannot be deleted.
+    Each is tried even when another cannot be deleted: a published copy left behind would sit
+    beside the one the repeat publishes.
     """
     log = get_run_logger()
-    for app_id in dict.fromkeys([upload_id, *published]):
+    apps = [upload_id] if upload_id is not None else []
+    for app_id in dict.fromkeys([*apps, *published]):
         try:
-            await site.delete_app(where, app_id)
+            await steps.delete(qrs, app_id)
         except QrsError as exc:  # the original failure is the one to report
-            log.error("%s: could not take back app %s after the failure: %s", where, app_id, exc)
-            if app_id == upload_id:
-                return  # keep the copies: a retry of this run finds them with the upload
+            log.error("%s: could not take back app %s after the failure: %s", qrs.name, app_id, exc)
         else:
-            log.info("%s: took back app %s (this attempt failed)", where, app_id)
+            log.info("%s: took back app %s (this attempt failed)", qrs.name, app_id)

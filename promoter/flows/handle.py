@@ -5,34 +5,57 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.cache_policies import DEFAULT
 from prefect.runtime import flow_run
 
 from promoter.approval import Action, Decision, Trigger, approval_key, decide, notice_key
 from promoter.authorization import AuthorizationResult, authorize
 from promoter.errors import QrsNotFound
 from promoter.flows.promotion import SOURCE, alert, deny, outdated, promote, refuse
-from promoter.qrs.models import App, Stream
+from promoter.mail_headers import one_line
+from promoter.outcome import change_run_name, named_by_us
+from promoter.qrs.models import App, Stream, StreamCondensed, UserCondensed
 from promoter.settings import Settings, load_settings
 from promoter.tasks import ledger, run, site
 
 
-@flow(name="handle-app-change", flow_run_name="{trigger}-{app_id}", timeout_seconds=6 * 3600)
-async def handle_app_change(app_id: UUID, trigger: Trigger = "updated", change_id: str | None = None) -> str:
+def change_run() -> str:
+    """The run's name at its start: the one the webhook or reconcile created it with (the change and
+    the app's name), else the change in words; the decision renames it later (run.label_run)."""
+    given = flow_run.name
+    if given and named_by_us(given):
+        return given
+    parameters = flow_run.parameters
+    return change_run_name(str(parameters.get("trigger", "updated")), str(parameters.get("app_id")))
+
+
+@flow(name="handle-app-change", flow_run_name=change_run, timeout_seconds=6 * 3600)
+async def handle_app_change(
+    app_id: UUID,
+    trigger: Trigger = "updated",
+    change_id: str | None = None,
+    published_to: UUID | None = None,
+    published_at: str | None = None,
+) -> str:
     """Act on one change of an app on the source site, as the rules decide; returns the reason.
 
     Runs for the same app wait for each other, and each approval, reload or publish is acted
-    on once (the ledger holds its key), however often QRS reports it.
+    on once (the ledger holds its key), however often QRS reports it. For a publish, the webhook
+    passes the stream and publishTime it read when the notification came (``published_to``,
+    ``published_at``): the alert is about that publish, whatever happened to the app since.
     """
     settings = load_settings()
     log = get_run_logger()
     await run.ensure_limits({run.app_lock(app_id): 1})
     async with run.holding(run.app_lock(app_id)):
         try:
-            # Persisted for this run: a retried run acts on the app as its first attempt read it,
-            # even when that attempt got as far as deleting the published app (unpublish).
-            app = await site.read_app.with_options(cache_policy=DEFAULT, persist_result=True)(SOURCE, app_id)
+            # Persisted: a retried run acts on the app as its first attempt read it.
+            app: App | None = await site.read_app_once(SOURCE, app_id)
         except QrsNotFound:
+            app = None
+        since = ""
+        if trigger == "published" and published_to is not None:
+            app, since = await as_published(app_id, app, published_to, published_at)
+        if app is None:
             log.info("app %s no longer exists on the source site: nothing to do", app_id)
             return "the app no longer exists"
         stream = (
@@ -56,12 +79,53 @@ async def handle_app_change(app_id: UUID, trigger: Trigger = "updated", change_i
             log.info("already handled (%s): %s", outcome or "in progress", key)
             return f"already handled: {key}"
         try:
-            outcome = await act(decision, app, stream, settings, key)
+            outcome = await act(decision, app, stream, settings, key, since)
         except BaseException as exc:
             await ledger.close_request(key, "failed", f"{type(exc).__name__}: {exc}")
             raise
         await ledger.close_request(key, outcome)
         return decision.reason
+
+
+async def as_published(
+    app_id: UUID, app: App | None, stream_id: UUID, publish_time: str | None
+) -> tuple[App | None, str]:
+    """The app as the publish reported by the webhook left it, and how it moved on since ("" if not).
+
+    An approval promoted within seconds of the publish may have unpublished the app (deleted it,
+    its owner holds a copy with a new id) before this run reads it; an admin may have moved it to
+    another stream. The alert is about the publish all the same: what can still be read (name,
+    owner) is used, the stream and publishTime are the webhook's reading, and what is missing is
+    logged. The stream itself is read again by the caller, for its properties and approvers.
+    """
+    if app is not None and app.published and app.stream is not None and app.stream.id == stream_id:
+        return app, ""
+    log = get_run_logger()
+    stream = await site.read_stream(SOURCE, stream_id)
+    published = {
+        "published": True,
+        "stream": StreamCondensed(id=stream_id, name=stream.name),
+        "publish_time": publish_time,
+    }
+    if app is None:
+        since = "the app no longer exists on the source site (unpublished or deleted)"
+        log.warning(
+            "app %s was published to stream %s and no longer exists: its name and owner cannot be"
+            " read; the alert names it by its id",
+            app_id,
+            one_line(stream.name),
+        )
+        gone = {"id": app_id, "name": f"app {app_id}", "owner": UserCondensed(name="(unknown)")}
+        return App.model_validate({**gone, **published}), since
+    now = f"in stream {one_line(app.stream.name)}" if app.published and app.stream else "unpublished"
+    since = f"the app is now {now}"
+    log.warning(
+        "app %s was published to stream %s and is now %s: alerting about that publish",
+        app_id,
+        one_line(stream.name),
+        now,
+    )
+    return App.model_validate({**app.model_dump(), **published}), since
 
 
 async def tag_for_reload(app: App, decision: Decision, settings: Settings) -> str:
@@ -75,11 +139,13 @@ async def tag_for_reload(app: App, decision: Decision, settings: Settings) -> st
     return decision.reason
 
 
-async def act(decision: Decision, app: App, stream: Stream | None, settings: Settings, key: str) -> str:
+async def act(
+    decision: Decision, app: App, stream: Stream | None, settings: Settings, key: str, since: str = ""
+) -> str:
     """Carry out one claimed decision; returns the outcome word the ledger keeps."""
     if decision.action is Action.ALERT_PUBLISH:
         assert stream is not None  # decide() alerts only with the app's stream read
-        await alert(app, settings, key, settings.email.approvers_for(stream.id))
+        await alert(app, settings, key, settings.email.approvers_for(stream.id), since=since)
         return "alerted"
     if decision.remove_tag:
         await site.set_reload_tag(SOURCE, app.id, settings.properties.reload_tag, False)

@@ -23,13 +23,15 @@ async def promote_app(
     streams: list[str] | None = None,
     mode: Mode | None = None,
     requested_by: str | None = None,
+    force: bool = False,
 ) -> list[SiteOutcome]:
     """Promote the source app ``app_id`` now, to ``sites``/``streams`` (default: the app's own properties).
 
     Each run is a new request: running it twice promotes twice (Overwrite replaces the same
     target apps again; Duplicate adds copies). The source app is neither unpublished nor stripped.
     ``requested_by`` names who asks (the CLI fills in its OS account and host); a run started
-    without it is recorded as started from the Prefect UI or API.
+    without it is recorded as started from the Prefect UI or API. ``force``: Overwrite replaces
+    target apps changed by hand since qs-promoter placed them, which the drift guard would hold.
     """
     settings = load_settings()
     who = requester(requested_by, flow_run.get_name())
@@ -37,7 +39,9 @@ async def promote_app(
     await run.ensure_limits({run.app_lock(app_id): 1})
     async with run.holding(run.app_lock(app_id)):
         app = await site.read_app(SOURCE, app_id)
-        decision = manual_decision(app, settings, sites=sites, streams=streams, mode=mode, requested_by=who)
+        decision = manual_decision(
+            app, settings, sites=sites, streams=streams, mode=mode, requested_by=who, force=force
+        )
         if decision.action is not Action.PROMOTE:
             get_run_logger().error("%s", decision.reason)
             raise PromoterError(f"nothing to promote: {decision.reason}")

@@ -22,9 +22,11 @@ from promoter.flows.delivery import can_receive, deliver
 from promoter.mail_headers import one_line
 from promoter.outcome import (
     SiteOutcome,
+    artifact_description,
     artifact_rows,
     asked_by,
     failure_summary,
+    hub_links,
     resumed,
     run_name,
     summary_markdown,
@@ -32,7 +34,7 @@ from promoter.outcome import (
 from promoter.provenance import Provenance, describe, upload_token
 from promoter.qrs.models import App, qrs_now
 from promoter.settings import Settings
-from promoter.tasks import ledger, run, site
+from promoter.tasks import ledger, lineage, run, site
 from promoter.tasks.mail import send_email
 from promoter.tasks.versioning import store_version
 
@@ -53,22 +55,37 @@ async def app_summary(app: App, settings: Settings) -> mail.AppSummary:
     )
 
 
-async def addresses(settings: Settings, app: App, approver: str | None) -> list[MailAddress]:
-    """The owner's email addresses, and the approver's, read from their user attributes.
+async def recipients(
+    settings: Settings, app: App, approver: str | None, copy_approver: bool
+) -> tuple[list[MailAddress], list[str]]:
+    """The owner's email addresses, and with ``copy_approver`` the approver's, from their user
+    attributes; and the warnings about what was skipped (given back: a plan has no run log).
 
     An attribute may hold several addresses, or none: what is not an address is skipped with a
-    warning, and an empty list means the emails are not sent; it never fails the run.
+    warning. A manual run names its requester in words, not a user: nobody more to read then.
     """
     attribute = f"user attribute {settings.email.owner_email_attribute!r}"
     owner = one_line(app.owner.account)
     sources = [(f"owner {owner} ({attribute})", await site.read_email(SOURCE, app.owner.id))]
-    # A manual run names its requester in words ("an administrator (manual run)"): no user to read.
-    if approver and parse_account(approver):
+    if copy_approver and approver and parse_account(approver):
         user = await site.read_user(SOURCE, approver)
         if user is not None and user.id != app.owner.id:
             who = f"approver {one_line(approver)} ({attribute})"
             sources.append((who, await site.read_email(SOURCE, user.id)))
-    found, warnings = gather_addresses(sources)
+    return gather_addresses(sources)
+
+
+async def addresses(
+    settings: Settings, app: App, approver: str | None, *, copy_approver: bool = True
+) -> list[MailAddress]:
+    """The addresses an email of this run goes to (``recipients``), its warnings in the run log.
+
+    The emails the original sent (approval, denial, intended targets, results) went to the owner
+    only: their callers pass ``settings.email.copy_approver``. A refusal or an outdated request is
+    for whoever asked as much as for the owner, so those keep the approver. An empty list means
+    the emails are not sent; it never fails the run.
+    """
+    found, warnings = await recipients(settings, app, approver, copy_approver)
     log = get_run_logger()
     for warning in warnings:
         log.warning("%s", warning)
@@ -105,20 +122,25 @@ async def promote(
         {run.site_limit(t.site): settings.prefect.site_concurrency for t in decision.targets}
     )
     summary = await app_summary(app, settings)
-    to = await addresses(settings, app, decision.approver) if decision.notify else []
+    copy, subjects = settings.email.copy_approver, settings.email.subjects
+    to = await addresses(settings, app, decision.approver, copy_approver=copy) if decision.notify else []
     sender = settings.email.sender
     if decision.notify and approved:
         await send_email(
             request_key,
             "approval",
-            mail.render_approval(summary, approver=decision.approver or "", sender=sender, to=to),
+            mail.render_approval(
+                summary, approver=decision.approver or "", sender=sender, to=to, subjects=subjects
+            ),
         )
     if decision.notify:
         intended = [
             mail.IntendedTarget(t.site, t.streams, t.mode.value.capitalize()) for t in decision.targets
         ]
         await send_email(
-            request_key, "intended", mail.render_intended_targets(summary, intended, sender=sender, to=to)
+            request_key,
+            "intended",
+            mail.render_intended_targets(summary, intended, sender=sender, to=to, subjects=subjects),
         )
 
     work = settings.work_dir / upload_token(request_key, SOURCE)
@@ -163,7 +185,10 @@ async def promote(
         log.warning("the source app is left as it is until every site is done; retry this run")
 
     if decision.notify:
-        results = [o.for_mail(version_id) for o in outcomes]
+        if not copy and any(o.held for o in outcomes):
+            # A held site (drift guard) waits on the approver's say: told even when not copied in.
+            to = await addresses(settings, app, decision.approver)
+        results = [o.for_mail(version_id, hub_links(settings)) for o in outcomes]
         message = mail.render_promotion_results(
             summary,
             results,
@@ -171,14 +196,24 @@ async def promote(
             to=to,
             s3_key=s3_key,
             s3_version_id=version_id,
+            subjects=subjects,
         )
         # An incomplete run tells the owner once; the run that completes it sends the results.
         await send_email(request_key, "results-incomplete" if failed else "results", message)
     await run.report(
         f"promotion-{app.id}",
-        artifact_rows(outcomes, version_id),
-        summary_markdown(app.name, decision.approver, decision.reason, outcomes, by=by),
-        f"Promotion of {app.id} ({request_key})",
+        artifact_rows(outcomes, version_id, hub_links(settings)),
+        summary_markdown(
+            app.name,
+            decision.approver,
+            decision.reason,
+            outcomes,
+            by=by,
+            owner=summary.owner_name,
+            s3_version_id=version_id,
+            hub_link=hub_links(settings),
+        ),
+        artifact_description(app.name, outcomes, decision.approver, by=by),
     )
     await ledger.close_promotion(promotion_id, "failed" if failed else "done")
     if failed:
@@ -213,17 +248,29 @@ async def version(
         "approver": decision.approver or "",
         "request": request_key,
     }
-    stored = await store_version(without_data, app.id, app.name, metadata)
+    # The owner's copy from an earlier cycle's unpublish joins the S3 history of the app it continues.
+    history = await lineage.lineage_of(app.id, app.name)
+    stored = await store_version(
+        without_data, app.id, app.name, metadata, history.root_app_id, history.root_app_name
+    )
     await ledger.record_version(promotion_id, stored.key, stored.version_id)
     log.info("versioned in S3 as %s, version %s", stored.key, stored.version_id)
+    if history.is_copy:
+        log.info("the app continues app %s: one more version of that app's S3 history", history.root_app_id)
     return stored.key, stored.version_id
 
 
 async def unpublish(app: App) -> None:
     """Give the owner a verified unpublished copy, then delete the published app (as the original)."""
     log = get_run_logger()
-    copy = await site.return_copy_to_owner(SOURCE, app.id, app.owner.id)
+    # A new run after a failed delete finds the copy the earlier one gave the owner, not a second.
+    earlier = tuple(await lineage.copies_of(app.id))
+    copy = await site.return_copy_to_owner(SOURCE, app.id, app.owner.id, earlier)
     log.info("copy %s now belongs to %s", copy.id, app.owner.account)
+    # Recorded before the delete, so a crash in between cannot leave a copy whose next approval
+    # starts a new S3 history and forgets the targets; a retried run records the same again.
+    continued = await lineage.continue_lineage(copy.id, app.id, app.name)
+    log.info("copy %s continues app %s (lineage root %s)", copy.id, app.id, continued.root_app_id)
     await site.delete_app(SOURCE, app.id)
     log.info("published app %s deleted from stream %s", app.id, app.stream.name if app.stream else "?")
 
@@ -235,9 +282,10 @@ async def deny(app: App, decision: Decision, settings: Settings, request_key: st
     log.info("%s", decision.reason)
     if decision.notify:
         summary = await app_summary(app, settings)
-        to = await addresses(settings, app, decision.approver)
+        email = settings.email
+        to = await addresses(settings, app, decision.approver, copy_approver=email.copy_approver)
         message = mail.render_denial(
-            summary, approver=decision.approver or "", sender=settings.email.sender, to=to
+            summary, approver=decision.approver or "", sender=email.sender, to=to, subjects=email.subjects
         )
         await send_email(request_key, "denial", message)
     if decision.unpublish:
@@ -291,11 +339,14 @@ async def outdated(app: App, decision: Decision, settings: Settings, mail_key: s
     await send_email(mail_key, "outdated", message)
 
 
-async def alert(app: App, settings: Settings, request_key: str, approvers: list[str]) -> None:
+async def alert(
+    app: App, settings: Settings, request_key: str, approvers: list[str], *, since: str = ""
+) -> None:
     """Email the stream's approvers that an app was published there for their review.
 
-    ``approvers`` are the entries of stream_approvers (or its CSV): each may hold several
-    addresses; what is not an address is skipped with a warning.
+    ``app`` is the app as the publish left it (see handle.as_published); ``since`` says how it
+    moved on before this alert, if it did. ``approvers`` are the entries of stream_approvers (or
+    its CSV): each may hold several addresses; what is not an address is skipped with a warning.
     """
     log = get_run_logger()
     stream = one_line(app.stream.name) if app.stream else "?"
@@ -304,7 +355,10 @@ async def alert(app: App, settings: Settings, request_key: str, approvers: list[
     for warning in warnings:
         log.warning("%s", warning)
     summary = await app_summary(app, settings)
-    message = mail.render_publish_alert(summary, sender=settings.email.sender, to=found)
+    email = settings.email
+    message = mail.render_publish_alert(
+        summary, sender=email.sender, to=found, since=since, subjects=email.subjects
+    )
     await send_email(request_key, "publish-alert", message)
 
 

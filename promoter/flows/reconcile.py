@@ -42,7 +42,7 @@ from promoter.tasks.reconcile import (
 )
 
 
-@flow(name="reconcile", timeout_seconds=1800)
+@flow(name="reconcile", flow_run_name="reconcile missed changes", timeout_seconds=1800)
 async def reconcile(
     deployment_name: str = DEFAULT_DEPLOYMENT,
     settle_seconds: float = 120.0,

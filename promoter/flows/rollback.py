@@ -11,7 +11,7 @@ from promoter.errors import PromoterError
 from promoter.flows.delivery import upload_for
 from promoter.manual import requester
 from promoter.settings import load_settings
-from promoter.tasks import ledger, run, site
+from promoter.tasks import ledger, lineage, run, site
 from promoter.tasks.versioning import fetch_backup
 
 
@@ -33,6 +33,12 @@ async def rollback_app(
         which = f"version {version_id}" if version_id else "any backup"
         raise PromoterError(f"{site_name}: no {which} of app {target_app_id} in the ledger")
     target = await site.read_app(site_name, target_app_id)
+    # Each approval cycle's unpublish gives the owner a copy with a new id; the target stays the
+    # same app, so the admin is shown every source app it was promoted from.
+    sources = await lineage.target_lineage(site_name, target_app_id)
+    origin = f"; the target of {promoted_from(sources)}" if sources else ""
+    if sources:
+        log.info("%s: app %s is the target of %s", site_name, target_app_id, promoted_from(sources))
     rollback_id = await ledger.open_rollback(site_name, target_app_id, backup, who)
     request = f"rollback:{flow_run.get_id()}"
     slot = await ledger.upload_slot(request, site_name)
@@ -51,6 +57,15 @@ async def rollback_app(
         await ledger.close_rollback(rollback_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     await ledger.close_rollback(rollback_id, "done")
+    # Our own change: the next overwrite must not hold the target as changed by hand (drift guard).
+    await ledger.target_placed(site_name, await site.read_app(site_name, target_app_id))
     await run.discard_work(work)
     log.info("%s: app %s restored from S3 version %s", site_name, target_app_id, backup.version_id)
-    return f"restored {target_app_id} on {site_name} from {backup.key} version {backup.version_id}"
+    return f"restored {target_app_id} on {site_name} from {backup.key} version {backup.version_id}{origin}"
+
+
+def promoted_from(sources: list[UUID]) -> str:
+    """The source apps of a target in words: the first app, then the owner copies that continue it."""
+    root, *copies = sources
+    continued = f" (continued by its owner copies {', '.join(map(str, copies))})" if copies else ""
+    return f"app {root}{continued}"

@@ -13,13 +13,13 @@ from promoter.subscriptions import watch_seconds
 from promoter.tasks.subscriptions import renew_subscriptions, watch_source_site
 
 
-@flow(name="keep-subscriptions", timeout_seconds=600)
+@flow(name="keep-subscriptions", flow_run_name="keep subscriptions", timeout_seconds=600)
 async def keep_subscriptions(
     duration_seconds: float | None = None, probe_interval_seconds: float = 2.0
 ) -> str:
     """Subscribe anew (no gap), then watch the source site; after a restart, subscribe again at once.
 
-    The deployment runs this every 60 s with a concurrency limit of 1 (CANCEL_NEW). Without
+    The deployment runs this every 60 s with a concurrency limit of 1 (ENQUEUE). Without
     ``duration_seconds`` the watch lasts until 45 s after the scheduled start, so it ends before
     the next run is due even when the worker started this one late.
     """

@@ -30,6 +30,7 @@ from promoter.qrs.models import (
     ChangeSince,
     ChangeType,
     CustomPropertyDefinition,
+    HasCustomProperties,
     Stream,
     Tag,
     User,
@@ -498,7 +499,7 @@ class QrsClient:
                 # With the whole file sent and no answer, QRS may still be importing it.
                 importing = exc.status is None and body.sent >= size
                 sent = size if keep_data else None
-                landed = await self._uploaded_since(name, began, sent, patient=importing)
+                landed = await self._landed(name, began, sent, patient=importing)
                 if landed is not None:
                     return landed
                 if attempt == attempts:
@@ -513,10 +514,9 @@ class QrsClient:
             return read_model(App, data, site=self.name, method="POST", path="/qrs/app/upload", status=201)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _uploaded_since(
-        self, name: str, began: datetime, size: int | None, *, patient: bool
-    ) -> App | None:
-        """The app an unanswered upload created, if one did; ``patient`` looks again while it may appear."""
+    async def _landed(self, name: str, began: datetime, size: int | None, *, patient: bool) -> App | None:
+        """The app an unanswered upload or copy called ``name`` created, if one did; ``patient`` looks
+        again while it may appear."""
         looks = self.retry.attempts if patient else 1
         for look in range(1, looks + 1):
             found = [
@@ -528,12 +528,13 @@ class QrsClient:
             if found:
                 found.sort(key=lambda app: app.created_date or began)
                 if len(found) > 1:
-                    # The same file each time, so any copy is right; the caller removes its temporary name.
+                    # The same file each time, so any one is right; the caller removes its temporary name.
+                    # (The name itself holds the request's secret: not logged.)
                     log.warning(
-                        "%s: %d uploads of one app landed (%s); using the newest",
+                        "%s: %d apps with one temporary name landed (%s); using the newest",
                         self.name, len(found), ", ".join(str(app.id) for app in found),
                     )  # fmt: skip
-                log.debug("%s: upload %s landed although its answer was lost", self.name, found[-1].id)
+                log.debug("%s: app %s landed although its answer was lost", self.name, found[-1].id)
                 return found[-1]
             if look < looks:
                 await asyncio.sleep(self.retry.delay(look))
@@ -558,11 +559,38 @@ class QrsClient:
         return app if app.id == target_id else await self.get_app(target_id)
 
     async def copy_app(
-        self, app_id: UUID, name: str | None = None, *, include_custom_properties: bool = False
+        self,
+        app_id: UUID,
+        name: str | None = None,
+        *,
+        include_custom_properties: bool = False,
+        since: datetime | None = None,
     ) -> App:
-        """A server-side copy (201), owned by the calling user; never repeated blindly."""
+        """A server-side copy (201), owned by the calling user; never repeated blindly.
+
+        With ``since``, ``name`` must be unique to this copy (flows use a temporary one): when an
+        answer is lost, an app with that name that passes ``not_our_upload`` (ours, created since
+        ``since``) is the copy that landed unseen, and is returned instead of copying again.
+        """
         params = {"name": name, "includecustomproperties": include_custom_properties}
-        return await self._one(App, "POST", f"/app/{app_id}/copy", params)
+        path = f"/app/{app_id}/copy"
+        if since is None or name is None:
+            return await self._one(App, "POST", path, params)
+        attempts = self.retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._one(App, "POST", path, params)
+            except QrsError as exc:
+                if not exc.transient:
+                    raise
+                # No answer, or a 5xx: QRS may have made the copy all the same.
+                landed = await self._landed(name, since, None, patient=exc.status is None)
+                if landed is not None:
+                    return landed
+                if attempt == attempts:
+                    raise
+                await self._pause(attempt, attempts, exc)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def delete_app(self, app_id: UUID) -> None:
         await self._call("DELETE", f"/app/{app_id}")
@@ -614,6 +642,47 @@ class QrsClient:
         return read_models(
             ChangeSince, data or [], site=self.name, method="GET", path=f"/qrs{path}", status=200
         )
+
+    # -- the Qlik side that `qlik setup` creates and `doctor` checks ---------------------------
+
+    async def create_custom_property_definition(
+        self, definition: CustomPropertyDefinition
+    ) -> CustomPropertyDefinition:
+        """POST /qrs/custompropertydefinition (201). Not repeated blindly: a definition whose answer
+        was lost is found by name the next time `qlik setup` runs."""
+        return await self._one(
+            CustomPropertyDefinition, "POST", "/custompropertydefinition", json=definition.to_qrs()
+        )
+
+    async def update_custom_property_definition(
+        self, definition: CustomPropertyDefinition
+    ) -> CustomPropertyDefinition:
+        """PUT the definition as read and then changed; its modifiedDate makes QRS answer 409
+        (QrsConflict) when someone changed it since it was read."""
+        path = f"/custompropertydefinition/{definition.id}"
+        return await self._one(CustomPropertyDefinition, "PUT", path, json=definition.to_qrs())
+
+    async def custom_property_values_in_use(
+        self, definition: CustomPropertyDefinition
+    ) -> frozenset[str] | None:
+        """The values of ``definition`` set on any app, stream, user... of its object types, case-folded;
+        None when one of its object types cannot be searched here (then any value may be in use)."""
+        found: set[str] = set()
+        for object_type in definition.object_types or []:
+            try:
+                path = f"/{_entity_path(object_type)}/full"
+                holders = await self._many(
+                    HasCustomProperties, path, eq("customProperties.definition.id", definition.id)
+                )
+            except (ValueError, QrsNotFound):  # not an entity name, or an entity this QRS cannot list
+                return None
+            found.update(
+                value.value.casefold()
+                for holder in holders
+                for value in holder.custom_properties
+                if value.definition.id == definition.id
+            )
+        return frozenset(found)
 
 
 async def _error_body(response: httpx.Response, limit: int = 1024) -> bytes:

@@ -65,15 +65,42 @@ async def upload_once(qrs: QrsClient, path: Path, name: str, since: datetime, *,
     return await qrs.upload_app(path, name, since=since)
 
 
-async def publish_copy(qrs: QrsClient, app_id: UUID, stream_id: UUID, name: str) -> App:
-    """Copy the app on the server and publish the copy; a copy that cannot be published is deleted."""
-    copy = await qrs.copy_app(app_id, name)
+async def publish_copy(
+    qrs: QrsClient, app_id: UUID, stream_id: UUID, name: str, copy_name: str, since: datetime
+) -> App:
+    """Copy the app on the server under ``copy_name`` and publish the copy as ``name``; a copy that
+    cannot be published is deleted.
+
+    ``copy_name`` is unique to the request and stream, so a copy that an earlier attempt made
+    (its answer lost, or the run stopped before publishing it) is found and published instead of
+    a second one being left behind unpublished.
+    """
+    earlier = [
+        app
+        for app in await qrs.apps(eq("name", copy_name))
+        if app.name == copy_name and not_our_upload(app, uploader=qrs.account, since=since, size=None) is None
+    ]
+    if earlier:
+        copy = max(earlier, key=lambda app: app.created_date or since)
+    else:
+        copy = await qrs.copy_app(app_id, copy_name, since=since)
     try:
         return await qrs.publish_app(copy.id, stream_id, name)
     except BaseException:
         with contextlib.suppress(QrsError):
             await qrs.delete_app(copy.id)
         raise
+
+
+async def describe(qrs: QrsClient, app_id: UUID, description: str) -> App:
+    """Set the app's description (read, change, write back; repeated once on a conflict)."""
+    return await qrs.update_app(app_id, lambda app: setattr(app, "description", description))
+
+
+async def delete(qrs: QrsClient, app_id: UUID) -> None:
+    """Delete the app; one that is already gone counts as deleted."""
+    with contextlib.suppress(QrsNotFound):
+        await qrs.delete_app(app_id)
 
 
 async def set_tag(qrs: QrsClient, app_id: UUID, tag_name: str, *, present: bool) -> App:
@@ -89,12 +116,19 @@ async def set_tag(qrs: QrsClient, app_id: UUID, tag_name: str, *, present: bool)
     return await qrs.update_app(app_id, change)
 
 
-async def copy_to_owner(qrs: QrsClient, app_id: UUID, owner_id: UUID) -> App:
+async def copy_to_owner(qrs: QrsClient, app_id: UUID, owner_id: UUID, earlier: tuple[UUID, ...] = ()) -> App:
     """Copy the app (the copy is ours and unpublished), give it to ``owner_id``, verify, return it.
 
     QRS makes the caller the owner of a copy, so the owner is changed afterwards; the copy is
     read back so the caller deletes the published app only once the owner really has it.
+    ``earlier``: copies an earlier attempt gave the owner (the ledger recorded them); the first
+    that still exists, unpublished and the owner's, is returned instead of a second copy.
     """
+    for copy_id in earlier:
+        with contextlib.suppress(QrsNotFound):
+            made = await qrs.get_app(copy_id)
+            if made.owner.id == owner_id and not made.published:
+                return made
     source = await qrs.get_app(app_id)
     copy = await qrs.copy_app(app_id, source.name, include_custom_properties=False)
     owner = await qrs.get_user(owner_id)

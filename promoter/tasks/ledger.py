@@ -1,4 +1,10 @@
-"""Tasks that read and write the ledger: what was handled, promoted, remembered and backed up."""
+"""The ledger's calls from a run: what was handled, promoted, remembered and backed up.
+
+Plain calls, not Prefect tasks: the ledger is itself the record a retry reads, every write is
+idempotent (keyed by request, promotion, site), and a task run per call would only add server
+writes (issue 9: ~40 task runs per approval, most of them these). The database waits on a
+lock in a thread, never on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,13 @@ from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from promoter.ledger import Backup, Ledger, SiteResult
 from promoter.outcome import SiteOutcome
 from promoter.planning import KnownTarget
 from promoter.provenance import UploadSlot
+from promoter.qrs.models import App
 from promoter.settings import load_settings
 
-LEDGER = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry_delay_seconds": 1}
 T = TypeVar("T")
 
 
@@ -30,23 +33,19 @@ async def in_ledger(work: Callable[[Ledger], T]) -> T:
     return await asyncio.to_thread(call)
 
 
-@task(name="claim-request", **LEDGER)
 async def claim_request(key: str, owner: str, app_id: UUID, kind: str) -> bool:
     """True when this run may handle the request ``key`` (new, or an earlier attempt failed)."""
     return await in_ledger(lambda ledger: ledger.claim(key, owner=owner, kind=kind, app_id=app_id))
 
 
-@task(name="close-request", **LEDGER)
 async def close_request(key: str, outcome: str, detail: str = "") -> None:
     await in_ledger(lambda ledger: ledger.mark_outcome(key, outcome, detail))
 
 
-@task(name="request-outcome", **LEDGER)
 async def request_outcome(key: str) -> str | None:
     return await in_ledger(lambda ledger: ledger.outcome(key))
 
 
-@task(name="open-promotion", **LEDGER)
 async def open_promotion(
     key: str,
     app_id: UUID,
@@ -72,12 +71,10 @@ async def open_promotion(
     )
 
 
-@task(name="record-version", **LEDGER)
 async def record_version(promotion_id: int, s3_key: str, version_id: str | None) -> None:
     await in_ledger(lambda ledger: ledger.set_version(promotion_id, s3_key, version_id))
 
 
-@task(name="recorded-version", **LEDGER)
 async def recorded_version(key: str) -> tuple[str, str | None] | None:
     """The S3 key and version id an earlier attempt of the promotion ``key`` stored, if any."""
 
@@ -88,31 +85,37 @@ async def recorded_version(key: str) -> tuple[str, str | None] | None:
     return await in_ledger(read)
 
 
-@task(name="close-promotion", **LEDGER)
 async def close_promotion(promotion_id: int, status: str) -> None:
     await in_ledger(lambda ledger: ledger.finish_promotion(promotion_id, status))
 
 
-@task(name="site-results", **LEDGER)
 async def site_results(promotion_id: int) -> list[SiteResult]:
     """What earlier attempts of this promotion recorded per site."""
     return await in_ledger(lambda ledger: ledger.site_results(promotion_id))
 
 
-@task(name="known-targets", task_run_name="known-targets-{site}", **LEDGER)
 async def known_targets(source_app_id: UUID, site: str) -> list[KnownTarget]:
     """The target apps this source app became on ``site`` in earlier promotions."""
     return await in_ledger(lambda ledger: ledger.targets_for(source_app_id, site))
 
 
-@task(name="record-site", task_run_name="record-site-{outcome.site}", **LEDGER)
 async def record_site(promotion_id: int, source_app_id: UUID, outcome: SiteOutcome) -> None:
-    """Store one site's result and what the source app became there, for the next overwrite."""
+    """Store one site's result and what the source app became there, for the next overwrite.
+
+    Each target's state as verified after placing it is kept for the drift guard; a placement
+    that was not verified (the site failed) keeps none.
+    """
 
     def record(ledger: Ledger) -> None:
         for placement in outcome.placements:
             ledger.remember_target(
-                source_app_id, outcome.site, placement.stream_id, placement.stream, placement.app_id
+                source_app_id,
+                outcome.site,
+                placement.stream_id,
+                placement.stream,
+                placement.app_id,
+                modified_date=placement.modified_date,
+                file_size=placement.file_size,
             )
         for app_id in outcome.forgotten:
             ledger.forget_target(source_app_id, outcome.site, app_id)
@@ -130,23 +133,25 @@ async def record_site(promotion_id: int, source_app_id: UUID, outcome: SiteOutco
     await in_ledger(record)
 
 
-@task(name="upload-slot", task_run_name="upload-slot-{site}", **LEDGER)
 async def upload_slot(request_key: str, site: str) -> UploadSlot:
     """The request's temporary upload name and start time on ``site``, recorded before the first upload."""
     return await in_ledger(lambda ledger: ledger.upload_slot(request_key, site))
 
 
-@task(name="find-backup", task_run_name="find-backup-{site}-{target_app_id}", **LEDGER)
 async def find_backup(site: str, target_app_id: UUID, version_id: str | None = None) -> Backup | None:
     """The backup to restore: the given S3 version, or the newest one of that target app."""
     return await in_ledger(lambda ledger: ledger.find_backup(site, target_app_id, version_id))
 
 
-@task(name="open-rollback", **LEDGER)
 async def open_rollback(site: str, target_app_id: UUID, backup: Backup, requested_by: str) -> int:
     return await in_ledger(lambda ledger: ledger.start_rollback(site, target_app_id, backup, requested_by))
 
 
-@task(name="close-rollback", **LEDGER)
 async def close_rollback(rollback_id: int, status: str, error: str = "") -> None:
     await in_ledger(lambda ledger: ledger.finish_rollback(rollback_id, status, error))
+
+
+async def target_placed(site: str, target_app: App) -> None:
+    """Keep a remembered target's state after qs-promoter changed it outside a promotion (a rollback)."""
+    app = target_app
+    await in_ledger(lambda ledger: ledger.target_placed(site, app.id, app.modified_date, app.file_size))

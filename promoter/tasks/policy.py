@@ -6,9 +6,10 @@ import os
 from typing import Any
 
 from prefect import Task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from promoter.errors import MailError, QrsConflict, QrsError, VersioningError
+from promoter.errors import MailError, QrsConflict, QrsError, SiteFailed, VersioningError
 from promoter.qrs.retry import RetryPolicy
 
 # Seconds between attempts; they grow so a QRS node that is restarting (about a minute) is
@@ -28,7 +29,7 @@ async def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: Sta
     exc = await state.aresult(raise_on_failure=False)
     if isinstance(exc, QrsConflict):
         return True
-    return isinstance(exc, QrsError | MailError | VersioningError) and exc.transient
+    return isinstance(exc, QrsError | MailError | VersioningError | SiteFailed) and exc.transient
 
 
 TRANSIENT_RETRIES: dict[str, Any] = {
@@ -36,4 +37,13 @@ TRANSIENT_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": RETRY_DELAYS,
     "retry_jitter_factor": 0.5 if any(RETRY_DELAYS) else None,
     "retry_condition_fn": retry_if_transient,
+}
+
+
+# Tasks that call the Prefect API (reconcile's reads and re-runs): a few quick repeats, never cached.
+PREFECT_CALL: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "timeout_seconds": 60,
+    "retries": 3,
+    "retry_delay_seconds": 2,
 }

@@ -25,6 +25,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Crashed, Scheduled
 
+from promoter.outcome import change_run_name
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
@@ -42,8 +43,7 @@ from promoter.reconcile import (
     sweep_leftovers,
 )
 from promoter.settings import load_settings
-from promoter.tasks.policy import TRANSIENT_RETRIES
-from promoter.tasks.run import PREFECT_CALL
+from promoter.tasks.policy import PREFECT_CALL, TRANSIENT_RETRIES
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 600, **TRANSIENT_RETRIES}
 PAGE = 200  # the most flow runs the Prefect API returns per call
@@ -100,7 +100,11 @@ async def submit_request(deployment_name: str, request: MissedRequest) -> UUID:
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(deployment_name)
         run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=request.parameters(), idempotency_key=request.idempotency_key
+            deployment.id,
+            parameters=request.parameters(),
+            idempotency_key=request.idempotency_key,
+            name=change_run_name(request.trigger, str(request.app_id), request.app_name),
+            tags=["reconcile"],
         )
     return run.id
 

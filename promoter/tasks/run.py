@@ -1,4 +1,8 @@
-"""Tasks about the Prefect run itself: its name, its concurrency limits and its report."""
+"""Calls about the Prefect run itself: its name, its concurrency limits, its report, its work folder.
+
+Plain calls, not tasks: they change nothing on a Qlik site, Prefect's client repeats a call
+the server answers 503 or 429, and a task run each would only add server writes.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.runtime import flow_run
 
-PREFECT_CALL = {"cache_policy": NO_CACHE, "timeout_seconds": 60, "retries": 3, "retry_delay_seconds": 2}
 # Runs for the same app are serialised through a fixed set of locks: a bounded number of
 # limits however many apps pass through, at the price of rare waits between unrelated apps.
 APP_LOCKS = 64
@@ -69,29 +72,30 @@ def site_limit(site: str) -> str:
     return f"qsp-site-{site}"
 
 
-@task(name="ensure-limits", **PREFECT_CALL)
 async def ensure_limits(limits: dict[str, int]) -> None:
     """Create (or resize) the concurrency limits a run takes: they must exist when strict=True."""
     async with get_client() as client:
         for name, limit in limits.items():
-            await client.upsert_global_concurrency_limit_by_name(name, limit)
+            try:
+                await client.upsert_global_concurrency_limit_by_name(name, limit)
+            except ObjectAlreadyExists:
+                # Another run created it between Prefect's read and create (two approvals of apps
+                # that share a lock, or of one site, at once): now it exists, so this updates it.
+                await client.upsert_global_concurrency_limit_by_name(name, limit)
 
 
-@task(name="label-run", **PREFECT_CALL)
 async def label_run(name: str) -> None:
     """Give the flow run a name an admin recognises in the UI (app name and approver)."""
     async with get_client() as client:
         await client.update_flow_run(UUID(flow_run.get_id()), name=name[:200])
 
 
-@task(name="report", **PREFECT_CALL)
 async def report(key: str, rows: list[dict[str, Any]], markdown: str, description: str) -> None:
     """The artifacts the Prefect UI shows for the run: a table of results and a summary."""
     await create_table_artifact(table=rows, key=key, description=description)
     await create_markdown_artifact(markdown=markdown, key=f"{key}-summary", description=description)
 
 
-@task(name="discard-work", cache_policy=NO_CACHE)
 async def discard_work(folder: Path) -> None:
     """Remove a finished promotion's exported files (kept after a failure, for the retry)."""
     await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)

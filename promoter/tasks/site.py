@@ -1,7 +1,11 @@
-"""Tasks that read or change one Qlik site through its QRS: one call, or one safe sequence, each.
+"""The QRS steps of a run on one Qlik site: reads as plain calls, changes as tasks.
 
-Steps that change a site persist their results, so retrying a failed run from the Prefect UI
-redoes only the steps that failed (prefect-notes §5.4).
+Only what changes a site, or whose result a retry must not redo, is a Prefect task: its result
+is persisted, so retrying a failed run from the Prefect UI redoes only the steps that failed
+(prefect-notes §5.4). Reads are plain calls: the client repeats them on passing failures, and a
+read that a retry must see as the first attempt saw it is persisted as a task on purpose
+(``read_app_once``). A target site's whole delivery is one task (flows/delivery.py), so the
+steps inside it are plain calls on one client.
 """
 
 from __future__ import annotations
@@ -11,16 +15,14 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import DEFAULT
 
-from promoter.errors import QrsNotFound
 from promoter.qrs import steps
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, Stream, User
 from promoter.settings import load_settings
 from promoter.tasks.policy import CLIENT_RETRY, TRANSIENT_RETRIES
 
-READ = {"cache_policy": NO_CACHE, "timeout_seconds": 300, **TRANSIENT_RETRIES}
 STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
 # App files: the client streams them, so the limit is about bandwidth, not memory.
 TRANSFER = {**STEP, "timeout_seconds": 4 * 3600}
@@ -31,26 +33,30 @@ def connect(site: str) -> QrsClient:
     return QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY)
 
 
-@task(name="read-app", task_run_name="read-app-{site}-{app_id}", **READ)
 async def read_app(site: str, app_id: UUID) -> App:
     async with connect(site) as qrs:
         return await qrs.get_app(app_id)
 
 
-@task(name="read-stream", task_run_name="read-stream-{site}-{stream_id}", **READ)
+# Persisted for the run: a retried run acts on the app as its first attempt read it, even when
+# that attempt got as far as deleting the published app (unpublish).
+@task(name="read-app", task_run_name="read-app-{site}-{app_id}", cache_policy=DEFAULT, **STEP)
+async def read_app_once(site: str, app_id: UUID) -> App:
+    """The app, as the first attempt of this run read it."""
+    return await read_app(site, app_id)
+
+
 async def read_stream(site: str, stream_id: UUID) -> Stream:
     async with connect(site) as qrs:
         return await qrs.get_stream(stream_id)
 
 
-@task(name="read-user", task_run_name="read-user-{site}", **READ)
 async def read_user(site: str, account: str) -> User | None:
     """The user behind DIRECTORY\\userid (as in modifiedByUserName), or None."""
     async with connect(site) as qrs:
         return await qrs.user_by_account(account)
 
 
-@task(name="read-email", task_run_name="read-email-{site}-{user_id}", **READ)
 async def read_email(site: str, user_id: UUID) -> str | None:
     """The text of the user's email attribute named in the settings (None if absent).
 
@@ -61,7 +67,6 @@ async def read_email(site: str, user_id: UUID) -> str | None:
         return await qrs.user_email(user_id, attribute)
 
 
-@task(name="survey-site", task_run_name="survey-{site}", **READ)
 async def survey_site(
     site: str, app_name: str, stream_names: tuple[str, ...], known: tuple[UUID, ...]
 ) -> steps.SiteSurvey:
@@ -87,12 +92,6 @@ async def upload_app(site: str, path: Path, name: str, since: datetime) -> App:
         return await steps.upload_once(qrs, path, name, since, log=get_run_logger())
 
 
-@task(name="publish-app", task_run_name="publish-{site}-{app_id}", **STEP)
-async def publish_app(site: str, app_id: UUID, stream_id: UUID, name: str) -> App:
-    async with connect(site) as qrs:
-        return await qrs.publish_app(app_id, stream_id, name)
-
-
 @task(name="replace-app", task_run_name="replace-{site}-{target_id}", **STEP)
 async def replace_app(site: str, source_id: UUID, target_id: UUID) -> App:
     """Overwrite ``target_id`` with the uploaded app; the target keeps its id."""
@@ -100,29 +99,11 @@ async def replace_app(site: str, source_id: UUID, target_id: UUID) -> App:
         return await qrs.replace_app(source_id, target_id)
 
 
-# A copy is a POST that QRS does not deduplicate: repeating one blindly could leave two. The
-# stream is part of the inputs, so each stream's copy is its own cached step in a retried run.
-@task(name="publish-copy", task_run_name="publish-copy-{site}-{stream_id}", **{**STEP, "retries": 0})
-async def publish_copy(site: str, app_id: UUID, stream_id: UUID, name: str) -> App:
-    """A server-side copy of the app, published to ``stream_id`` as ``name`` (no copy is left unpublished)."""
-    async with connect(site) as qrs:
-        return await steps.publish_copy(qrs, app_id, stream_id, name)
-
-
 @task(name="delete-app", task_run_name="delete-{site}-{app_id}", **STEP)
 async def delete_app(site: str, app_id: UUID) -> None:
     """Delete the app; one that is already gone counts as deleted."""
     async with connect(site) as qrs:
-        try:
-            await qrs.delete_app(app_id)
-        except QrsNotFound:
-            return
-
-
-@task(name="describe-app", task_run_name="describe-{site}-{app_id}", **STEP)
-async def describe_app(site: str, app_id: UUID, description: str) -> App:
-    async with connect(site) as qrs:
-        return await qrs.update_app(app_id, lambda app: setattr(app, "description", description))
+        await steps.delete(qrs, app_id)
 
 
 @task(name="strip-properties", task_run_name="strip-properties-{app_id}", **STEP)
@@ -144,16 +125,13 @@ async def set_reload_tag(site: str, app_id: UUID, tag: str, present: bool) -> Ap
 
 
 @task(name="return-copy-to-owner", task_run_name="copy-to-owner-{app_id}", **{**STEP, "retries": 0})
-async def return_copy_to_owner(site: str, app_id: UUID, owner_id: UUID) -> App:
+async def return_copy_to_owner(
+    site: str, app_id: UUID, owner_id: UUID, earlier: tuple[UUID, ...] = ()
+) -> App:
     """Copy the published app, give the copy to the owner, and verify it exists with that owner.
 
-    This is the first half of unpublishing; the published app is deleted only after it.
+    This is the first half of unpublishing; the published app is deleted only after it. A copy
+    an earlier attempt gave the owner (``earlier``, from the ledger) is used instead of a second.
     """
     async with connect(site) as qrs:
-        return await steps.copy_to_owner(qrs, app_id, owner_id)
-
-
-@task(name="reload-app", task_run_name="reload-{site}-{app_id}", **READ)
-async def reload_app(site: str, app_id: UUID) -> None:
-    async with connect(site) as qrs:
-        await qrs.reload_app(app_id)
+        return await steps.copy_to_owner(qrs, app_id, owner_id, earlier)

@@ -18,12 +18,31 @@ S3_STEP = {"persist_result": True, "timeout_seconds": 4 * 3600, **TRANSIENT_RETR
 
 @task(name="store-version", task_run_name="store-version-{app_id}", **S3_STEP)
 async def store_version(
-    file: Path, app_id: UUID, app_name: str, metadata: dict[str, str]
+    file: Path,
+    app_id: UUID,
+    app_name: str,
+    metadata: dict[str, str],
+    root_id: UUID | None = None,
+    root_name: str | None = None,
 ) -> versioning.S3Version:
-    """Store the exported app (without data) as a new S3 version under a key built from its id."""
+    """Store the exported app (without data) as a new S3 version under a key built from its id.
+
+    An app that continues another (``root_id``/``root_name``: its lineage root) is stored under
+    the root's key, as one more version of the same object.
+    """
     settings = load_settings().versioning
     s3 = versioning.s3_client(settings)
-    return await asyncio.to_thread(versioning.upload_version, s3, settings, file, app_id, app_name, metadata)
+    return await asyncio.to_thread(
+        versioning.upload_version,
+        s3,
+        settings,
+        file,
+        app_id,
+        app_name,
+        metadata,
+        root_id=root_id,
+        root_name=root_name,
+    )
 
 
 @task(name="store-backup", task_run_name="store-backup-{site}-{target_app_id}", **S3_STEP)

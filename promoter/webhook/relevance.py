@@ -44,9 +44,16 @@ def qrs_relevance(settings: Settings) -> RelevanceCheck:
         modified = format_qrs_time(app.modified_date) if app.modified_date is not None else None
         if kind == "published":
             decision = decide_publish_alert(app, stream, settings)
-            return Relevance(decision.action is Action.ALERT_PUBLISH, decision.reason, modified)
+            alerting = decision.action is Action.ALERT_PUBLISH
+            # What this publish was, passed to the run: the app may be gone by the time it runs.
+            to = str(app.stream.id) if alerting and app.stream is not None else None
+            at = format_qrs_time(app.publish_time) if to and app.publish_time is not None else None
+            return Relevance(
+                alerting, decision.reason, modified, published_to=to, published_at=at, app_name=app.name
+            )
         if is_relevant(app, settings):
-            return Relevance(True, "the app carries promotion properties or the reload tag", modified)
+            reason = "the app carries promotion properties or the reload tag"
+            return Relevance(True, reason, modified, app_name=app.name)
         return Relevance(
             False, "the app carries none of the promotion properties and not the reload tag", modified
         )

@@ -10,13 +10,16 @@ and the accept loop logs "Too many open files" every second. The guard here:
   byte is read (on selector event loops; on others, as soon as the connection is set up);
 - keeps at most ``max_connections`` open, never more than half the process's file limit; at the
   limit, the connection that has waited longest for its request is closed to make room, so a
-  real sender, which sends its request at once, always gets in;
+  real sender, which sends its request at once, always gets in; when room is coming but cannot be
+  made yet (``ConnectionGuard.must_wait``), further connections wait in the kernel's queue
+  instead of being refused; only when nothing can be freed is a connection refused;
 - closes a connection whose request (headers and body) is not complete within
   ``request_timeout_seconds`` of its start (of the connection, or of the previous answer);
 - sums the refusals up in one log line per interval (``RefusalLog``).
 
 With HTTPS the TLS handshake comes before the request: asyncio closes a handshake that takes
-longer than 60 s, and such connections count towards the limit meanwhile.
+longer than 60 s, and such connections count towards the limit meanwhile; they are not waited
+for either, so a flood of connections queued at once can still crowd a real sender out.
 
 ``serve()`` is what `qs-promoter webhook serve` (and so `qs-promoter up`) runs; ``prepare()`` is
 the same configuration for a server run elsewhere (the tests run it in a thread).
@@ -25,6 +28,7 @@ the same configuration for a server run elsewhere (the tests run it in a thread)
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -84,16 +88,41 @@ def _host(address: Any) -> str | None:
 class ConnectionGuard:
     """Which connections the webhook keeps; shared by its listening sockets and its connections."""
 
-    def __init__(self, webhook: WebhookSettings, refusals: RefusalLog, limit: int) -> None:
+    def __init__(
+        self, webhook: WebhookSettings, refusals: RefusalLog, limit: int, *, tls: bool = False
+    ) -> None:
         self.webhook = webhook
         self.refusals = refusals
         self.limit = limit
         self.request_timeout = webhook.request_timeout_seconds
+        # Without TLS a connection is set up two loop iterations after it is accepted; with TLS
+        # only once its handshake is done, which a silent sender can stretch to 60 s.
+        self._prompt_setup = not tls
         # Every socket our listener accepted and kept: weak, so one asyncio dropped is never counted.
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._connections: set[GuardedH11Protocol] = set()
-        self._closing: set[GuardedH11Protocol] = set()
+        # Dicts for their order: of connections that started waiting at the same clock tick, the
+        # first set up is the first closed to make room.
+        self._connections: dict[GuardedH11Protocol, None] = {}
+        self._closing: dict[GuardedH11Protocol, None] = {}
         self._checked_at_accept = False
+
+    def must_wait(self) -> bool:
+        """Before accept: True to leave the next connection in the kernel's queue for a later loop
+        iteration, because room is not free yet but will be within a few iterations.
+
+        asyncio's selector loop accepts a whole queue of connections in one iteration; it sets up
+        the ones it accepted (our protocol, which may be closed to make room) one or two iterations
+        later, and a connection closed to make room frees its file at the next. Refusing what
+        arrives meanwhile would reset a real sender queued behind a flood although room was on
+        its way. Room is certain to come when a connection closed to make room is not gone yet,
+        or (without TLS) one accepted is not set up yet: it then owes its request, so room can be
+        made, or has sent it. Nothing else makes us wait: the listening socket stays readable
+        while connections are queued, so a wait with no certain end would spin the loop.
+        """
+        if self.open_connections() < self.limit or self._room_now() is not None:
+            return False
+        setting_up = self.open_connections() - len(self._connections)
+        return bool(self._closing) or (self._prompt_setup and setting_up > 0)
 
     def accepted(self, sock: socket.socket, address: Any) -> bool:
         """At accept time: keep this socket (True), or the caller closes it at once (False)."""
@@ -107,12 +136,12 @@ class ConnectionGuard:
         """When the connection is set up: keep it (True) or abort it (False)."""
         # An event loop that accepts without our listener (Windows' proactor loop, uvloop): check here.
         admitted = self._checked_at_accept or self._admit(connection.peer)
-        self._connections.add(connection)  # until connection_lost, admitted or not: it holds a file
+        self._connections[connection] = None  # until connection_lost, admitted or not: it holds a file
         return admitted
 
     def disconnected(self, connection: GuardedH11Protocol) -> None:
-        self._connections.discard(connection)
-        self._closing.discard(connection)
+        self._connections.pop(connection, None)
+        self._closing.pop(connection, None)
 
     def open_connections(self) -> int:
         """Connections holding a file now, whatever their state (a TLS handshake, a request, an answer)."""
@@ -129,15 +158,19 @@ class ConnectionGuard:
             return False
         return True
 
-    def _make_room(self) -> bool:
-        """Close the connection that has waited longest for its request; False if none is waiting."""
+    def _room_now(self) -> GuardedH11Protocol | None:
+        """The connection that has waited longest for its request, if one may be closed now."""
         if len(self._closing) >= MAX_CLOSING_TO_MAKE_ROOM:
-            return False
+            return None
         waiting = [c for c in self._connections if c.awaiting_request and not c.transport.is_closing()]
-        if not waiting:
+        return min(waiting, key=lambda c: c.waiting_since, default=None)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its request; False if none may be closed now."""
+        oldest = self._room_now()
+        if oldest is None:
             return False
-        oldest = min(waiting, key=lambda c: c.waiting_since)
-        self._closing.add(oldest)
+        self._closing[oldest] = None
         self.refusals.refused(
             f"connection closed to make room (over {self.limit} open, no request yet)", oldest.peer
         )
@@ -150,13 +183,16 @@ class GuardedListener(socket.socket):
 
     asyncio's selector event loops call accept() on the listening socket itself; a refused
     connection is closed there and then, so it never gets a transport or a protocol (only a count
-    in the refusal summary).
+    in the refusal summary). asyncio calls it until BlockingIOError ("nothing else is waiting"),
+    which is also how a connection is left in the kernel's queue for a later loop iteration.
     """
 
     guard: ConnectionGuard
 
     def accept(self) -> tuple[socket.socket, Any]:
         while True:  # BlockingIOError from super().accept() ends it: nothing else is waiting
+            if self.guard.must_wait():  # before accepting: an accepted connection cannot be put back
+                raise BlockingIOError(errno.EAGAIN, "the webhook waits for room to be made")
             conn, address = super().accept()
             if self.guard.accepted(conn, address):
                 return conn, address
@@ -291,7 +327,9 @@ def prepare(
     Raises OSError when the address cannot be bound.
     """
     webhook: WebhookSettings = app.state.webhook
-    guard = ConnectionGuard(webhook, app.state.refusals, connection_limit(webhook.max_connections))
+    guard = ConnectionGuard(
+        webhook, app.state.refusals, connection_limit(webhook.max_connections), tls=tls_cert is not None
+    )
     sockets = listen(webhook.host if host is None else host, webhook.port if port is None else port, guard)
     config = uvicorn.Config(
         app,

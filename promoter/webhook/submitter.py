@@ -27,6 +27,7 @@ from uuid import UUID
 import httpx
 from prefect.exceptions import ObjectNotFound
 
+from promoter.outcome import change_run_name
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Outbox, OutboxUnavailable, PendingChange
 
@@ -46,6 +47,12 @@ class Relevance:
     relevant: bool  # worth a flow run
     reason: str
     modified_date: str | None = None  # the app's modifiedDate as QRS reports it; None when not read
+    # A publish as QRS showed it now (stream id, publishTime): the flow alerts about this publish
+    # even when an approval has unpublished the app, or it was moved, by the time the run reads it.
+    published_to: str | None = None
+    published_at: str | None = None
+    # The app's name as QRS showed it: only ever shown, in the run's name (user-typed, hostile).
+    app_name: str | None = None
 
 
 # (app_id, kind) -> Relevance. The production check (relevance.qrs_relevance) reads the app from QRS.
@@ -82,9 +89,20 @@ def idempotency_key(change: PendingChange, qrs_modified: str | None) -> str:
     return f"{change.kind}:{change.app_id}:outbox-{max(change.ids)}"
 
 
-def flow_parameters(change: PendingChange, key: str) -> dict[str, str]:
-    """The parameters of handle-app-change: what changed, how, and which notification (no secrets)."""
-    return {"app_id": change.app_id, "trigger": change.kind, "change_id": key}
+def flow_parameters(change: PendingChange, key: str, relevance: Relevance = NOT_CHECKED) -> dict[str, str]:
+    """The parameters of handle-app-change: what changed, how, and which notification (no secrets);
+    for a publish, where and when QRS said it was published, when the relevance check read it."""
+    parameters = {"app_id": change.app_id, "trigger": change.kind, "change_id": key}
+    if change.kind == "published" and relevance.published_to is not None:
+        parameters["published_to"] = relevance.published_to
+        if relevance.published_at is not None:
+            parameters["published_at"] = relevance.published_at
+    return parameters
+
+
+# Every run the webhook creates carries these (with the deployment's own tags): the Runs page
+# filters on them.
+RUN_TAGS = ("webhook",)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -209,7 +227,7 @@ class Submitter:
         key = idempotency_key(change, relevance.modified_date)
         try:
             async with asyncio.timeout(self.policy.attempt_timeout_seconds):
-                run = await self._create_flow_run(change, key)
+                run = await self._create_flow_run(change, key, relevance)
         except Exception as exc:  # any failure keeps the entries: nothing accepted is ever lost
             await self._postpone(change, exc)
             return 0
@@ -245,21 +263,27 @@ class Submitter:
             )
             return Relevance(True, "the relevance check failed")
 
-    async def _create_flow_run(self, change: PendingChange, key: str) -> FlowRun:
+    async def _create_flow_run(self, change: PendingChange, key: str, relevance: Relevance) -> FlowRun:
         deployment_id = await self._resolve_deployment()
         try:
-            return await self._create(deployment_id, change, key)
+            return await self._create(deployment_id, change, key, relevance)
         except (httpx.HTTPStatusError, ObjectNotFound) as exc:
             if _status(exc) != 404:
                 raise
         # The deployment was deleted and applied again under a new id: look the name up once more.
         log.info("deployment %s (%s) is gone; looking its name up again", self.deployment_name, deployment_id)
         self._deployment_id = None
-        return await self._create(await self._resolve_deployment(), change, key)
+        return await self._create(await self._resolve_deployment(), change, key, relevance)
 
-    async def _create(self, deployment_id: UUID, change: PendingChange, key: str) -> FlowRun:
+    async def _create(
+        self, deployment_id: UUID, change: PendingChange, key: str, relevance: Relevance
+    ) -> FlowRun:
         return await self.prefect.create_flow_run_from_deployment(
-            deployment_id, parameters=flow_parameters(change, key), idempotency_key=key
+            deployment_id,
+            parameters=flow_parameters(change, key, relevance),
+            idempotency_key=key,
+            name=change_run_name(change.kind, change.app_id, relevance.app_name),
+            tags=list(RUN_TAGS),
         )
 
     async def _resolve_deployment(self) -> UUID:

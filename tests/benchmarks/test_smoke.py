@@ -23,7 +23,7 @@ def run_benchmark(script: str, args: list[str], prefect_api: str, out: Path) -> 
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -56,12 +56,24 @@ def test_transfer_benchmark_uploads_once_per_site(prefect_api: str, tmp_path: Pa
 
 
 def test_end_to_end_benchmark_on_postgresql_with_two_workers(prefect_api: str, tmp_path: Path) -> None:
-    """Two approvals one at a time and two at once, through the demo's whole stack on PostgreSQL with
-    two workers: each is measured until its promotion completes."""
-    args = ["--runs", "2", "--burst", "2", "--database", "postgresql", "--workers", "2"]
+    """Two approvals one at a time, two at once and three at the executors' pace, through the demo's
+    whole stack on PostgreSQL with two workers: each is measured until its promotion completes, the
+    burst's are promoted once each (ledger and target site), the executors' and the server's CPU
+    per approval and the executors' memory are read, and the server records the runs' task runs."""
+    args = ["--runs", "2", "--burst", "2", "--soak", "3", "--database", "postgresql", "--workers", "2"]
 
     (row,) = run_benchmark("end_to_end.py", args, prefect_api, tmp_path)
 
-    assert (row["database"], row["workers"], row["runs"], row["burst"]) == ("postgresql", 2, 2, 2)
+    counts = (row["database"], row["workers"], row["runs"], row["burst"], row["soak"])
+    assert counts == ("postgresql", 2, 2, 2, 3)
     assert 0 < row["p50 s"] <= row["max s"]
     assert row["all complete after s"] > 0
+    once = ("burst promoted once (ledger)", "burst on target once", "burst lost", "burst twice")
+    assert [row[column] for column in once] == [2, 2, 0, 0]
+    assert row["soak not promoted"] == 0
+    for phase in ("latency", "burst", "soak"):
+        assert row[f"{phase}: executor CPU-s/approval"] > 0
+        assert row[f"{phase}: server CPU-s/approval"] > 0
+    assert 0 < row["executor RSS MB"] <= row["executor peak RSS MB"]
+    assert row["task runs/approval"] > 0
+    assert row["flow runs"] >= 14  # a publish run and a change run per approval

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.objects import Artifact
 
 from promoter.flows.handle import handle_app_change
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
@@ -15,11 +16,16 @@ from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
 pytestmark = IN_PROCESS_FLOWS
 
 
-async def artifact_rows(key: str) -> list[dict[str, str]]:
+async def artifact(key: str) -> Artifact:
+    """The newest version of the artifact ``key``, as the Prefect UI shows it."""
     async with get_client() as client:
         found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert found, f"no artifact {key}"
-    data = found[0].data
+    return found[0]
+
+
+async def artifact_rows(key: str) -> list[dict[str, str]]:
+    data = (await artifact(key)).data
     return json.loads(data) if isinstance(data, str) else data
 
 
@@ -60,6 +66,22 @@ async def test_duplicate_to_two_sites_uploads_once_per_site_and_reports_the_miss
     assert {"site": "prod", "stream": "Review", "result": "stream missing"}.items() <= next(
         r for r in rows if r["result"] == "stream missing"
     ).items()
+    links = {
+        stage.settings.site(site).hub_link(a.id)
+        for site, apps in (("test", test_apps), ("prod", prod_apps))
+        for a in apps
+    }
+    assert {f"[open in hub]({link})" for link in links} == {r["open"] for r in rows if r["open"]}
+    # The results email links each promoted app on its own site, not the source app it unpublished.
+    assert all(link in text for link in links)
+    assert stage.settings.source_site.hub_link(app.id) not in text
+    # The artifacts say which app went where, whose it is, who approved it and its S3 version.
+    table, summary = await artifact(f"promotion-{app.id}"), await artifact(f"promotion-{app.id}-summary")
+    assert table.description == summary.description
+    assert table.description == "Promotion of 'Pipeline' to test and prod, approved by ACME\\\\manager."
+    assert str(summary.data).startswith("### 'Pipeline' to test and prod\n")
+    assert "* owner: " in str(summary.data) and "* S3 version: " in str(summary.data)
+    assert all(f"]({link})" in str(summary.data) for link in links)
     with stage.ledger() as ledger:
         prod = next(r for r in ledger.site_results() if r.site == "prod")
     assert (prod.status, prod.streams) == ("done", ("Everyone",))

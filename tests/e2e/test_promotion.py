@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
+import pytest
+
 from promoter.flows.handle import handle_app_change
 from promoter.qrs.client import QrsClient
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
@@ -51,3 +53,30 @@ async def test_approved_app_is_published_to_a_new_stream_and_unpublished(stage: 
     assert [(a.name, a.published, a.owner.user_id) for a in left] == [("Sales Dashboard", False, "rep")]
     assert not any(a.id == app.id for a in left)
     assert isinstance(promoted[0].id, UUID)
+
+
+async def test_an_approval_to_two_sites_makes_at_most_fifteen_task_runs(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Overwrite to test and prod, both with an app to replace (so each site backs it up first), then
+    unpublish: only the steps that change something are task runs (read once, exports, the S3
+    version, each email, each site's delivery, the copy to the owner, the delete), at most 15;
+    reads, ledger calls and the run's own bookkeeping are plain calls."""
+    caplog.set_level("INFO", logger="prefect.task_runs")
+    for target in ("test", "prod"):  # the apps an admin put there before: replaced by name
+        await stage.seed_target(target, "Lean", "Everyone", stage.app_file(seed=f"old-{target}"))
+    app = await stage.publish("Lean")
+    await stage.approve(app.id, ["test - Overwrite", "prod - Overwrite"], ["Everyone"])
+    caplog.clear()
+
+    await handle_app_change(app.id, "updated")
+
+    finished = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "prefect.task_runs" and "Finished in state" in r.getMessage()
+    ]
+    assert [(a.name, a.published) for a in await stage.apps("test")] == [("Lean", True)]
+    assert [(a.name, a.published) for a in await stage.apps("prod")] == [("Lean", True)]
+    assert 0 < len(finished) <= 15, finished
+    print(f"\ntask runs of a two-site approval: {len(finished)}")

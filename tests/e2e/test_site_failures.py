@@ -92,3 +92,21 @@ async def test_retrying_the_same_run_after_a_failed_site_finishes_it(stage: Stag
     assert await names_in_streams(stage, "test") == [("Budget", "Everyone")]
     assert (uploads["test"].uploads, uploads["prod"].uploads) == (1, 2)
     assert stage.subjects() == SUBJECTS
+
+
+async def test_a_copy_whose_answer_was_lost_is_published_once_and_no_unpublished_copy_is_left(
+    stage: Stage,
+) -> None:
+    """Duplicate to test's Everyone and Review: test makes the copy for Review but its answer is lost
+    (a connection cut after QRS did the work). The copy is found by its temporary name and published:
+    one app per stream, no unpublished copy beside them, the run complete (before, the site failed and
+    the copy stayed behind unpublished with the app's name)."""
+    app = await stage.publish("Budget")
+    await stage.approve(app.id, ["test - Duplicate"], ["Everyone", "Review"])
+    lost = stage.site("test").add_fault("lose_answer", method="POST", path=r"^/qrs/app/[^/]+/copy$", count=1)
+
+    state = await handle_app_change(app.id, "updated", return_state=True)
+
+    assert state.is_completed(), state.message
+    assert lost.count == 0
+    assert await names_in_streams(stage, "test") == [("Budget", "Everyone"), ("Budget", "Review")]

@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from promoter.cli import app
 from promoter.sandbox.s3 import S3Sandbox
+from promoter.sandbox.seed import seed_app, seed_custom_property, seed_stream
+from promoter.sandbox.server import Sandbox
 from promoter.sandbox.serving import ServerThread, tcp_listener
 from promoter.sandbox.smtp import SmtpSandbox
-from promoter.settings import Settings, WebhookSettings, write_settings
+from promoter.settings import EmailSettings, Settings, WebhookSettings, write_settings
 from promoter.webhook.app import create_app
 from tests.fixtures.deployments import Registration
 
@@ -50,13 +52,17 @@ def healthy(
     server.start()
     server.wait_started()
     try:
-        yield write_settings(settings, tmp_path / "qs-promoter.toml")
+        config = write_settings(settings, tmp_path / "qs-promoter.toml")
+        set_up = CliRunner().invoke(app, ["qlik", "setup", "--config", str(config)])
+        assert set_up.exit_code == 0, set_up.output
+        yield config
     finally:
         server.stop()
 
 
 def test_every_check_passes_against_a_working_installation(healthy: Path, smtp_server: SmtpSandbox) -> None:
-    """Sandbox sites, SMTP, S3, Prefect with the deployments and a running webhook: every line is OK,
+    """Sandbox sites set up by `qlik setup`, SMTP, S3, Prefect with the deployments and a running webhook:
+    every line is OK,
     exit code 0; with --send-test-email the test message reaches the SMTP server."""
     result = CliRunner().invoke(
         app, ["doctor", "--config", str(healthy), "--send-test-email", "admin@acme.example"]
@@ -66,6 +72,7 @@ def test_every_check_passes_against_a_working_installation(healthy: Path, smtp_s
     assert result.exit_code == 0, result.output
     assert [line.split(":")[0].split(maxsplit=1)[1] for line in lines] == [
         "settings",
+        "state",
         "webhook secret",
         "source certificates",
         "source QRS",
@@ -73,6 +80,7 @@ def test_every_check_passes_against_a_working_installation(healthy: Path, smtp_s
         "test QRS",
         "prod certificates",
         "prod QRS",
+        "Qlik setup",
         "SMTP",
         "S3",
         "Prefect API",
@@ -92,8 +100,8 @@ def test_each_kind_of_failure_is_reported_with_a_fix(
     refused_port: int,
     tmp_path: Path,
 ) -> None:
-    """Missing certificates, an untrusted server certificate, a wrong SMTP password, a missing bucket,
-    no Prefect API and no webhook: each is one FAIL line with a fix, and the exit code is 1."""
+    """Missing certificates, an untrusted server certificate, a bare source site, a wrong SMTP password,
+    a missing bucket, no Prefect API and no webhook: each is one FAIL line with a fix, exit code 1."""
     empty = tmp_path / "no-certs"
     empty.mkdir()
     sites = dict(sandbox_settings.target_sites)
@@ -123,9 +131,15 @@ def test_each_kind_of_failure_is_reported_with_a_fix(
     }
     fixes = [line for line in result.output.splitlines() if line.strip().startswith("fix:")]
     assert result.exit_code == 1, result.output
-    assert sorted(failed) == ["Prefect API", "S3", "SMTP", "prod QRS", "test certificates", "webhook"], (
-        result.output
-    )
+    assert sorted(failed) == [
+        "Prefect API",
+        "Qlik setup",
+        "S3",
+        "SMTP",
+        "prod QRS",
+        "test certificates",
+        "webhook",
+    ], result.output
     assert len(fixes) == len(failed)
     assert "client.pem missing" in failed["test certificates"]
     assert "qs-promoter up" in result.output  # the Prefect and webhook fixes
@@ -146,3 +160,68 @@ def test_an_unreadable_settings_file_is_the_only_check(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith(f"FAIL  settings: {config}: not valid TOML")
     assert result.output.count("FAIL") == 1
+
+
+def qlik_setup_line(config: Path, nobody: int) -> tuple[str, str]:
+    """Doctor's "Qlik setup" line and the fix under it (Prefect and the webhook pointed at nothing)."""
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{nobody}/api"}):
+        output = CliRunner().invoke(app, ["doctor", "--config", str(config)]).output
+    lines = output.splitlines()
+    [at] = [n for n, line in enumerate(lines) if line[6:].startswith("Qlik setup:")]
+    fix = lines[at + 1].strip() if at + 1 < len(lines) and lines[at + 1].startswith("      fix:") else ""
+    return lines[at], fix
+
+
+def test_the_qlik_setup_is_checked_with_its_fix_until_qlik_setup_has_run(
+    sandbox: Sandbox, sandbox_settings: Settings, refused_port: int, tmp_path: Path
+) -> None:
+    """On a source site with PromoteToServer offering a site no longer configured, and
+    EmailAlertOnPublishTo on apps instead of streams, doctor fails the Qlik setup line, names the
+    missing and the mismatched, and gives `qs-promoter qlik setup` as the fix; after it ran, the line
+    is OK and lists what the source site has."""
+    dev = sandbox.sites["dev"].repository
+    seed_stream(sandbox.sites["test"].repository, "Everyone")
+    seed_custom_property(dev, "PromoteToServer", ["test - Overwrite", "old - Overwrite"])
+    seed_custom_property(dev, "EmailAlertOnPublishTo", ["True"], ["App"])
+    webhook = WebhookSettings(secret=SecretStr(SECRET), public_base_url=f"http://127.0.0.1:{refused_port}")
+    settings = sandbox_settings.model_copy(update={"email": EmailSettings(enabled=True), "webhook": webhook})
+    config = write_settings(settings, tmp_path / "qs-promoter.toml")
+
+    before, fix = qlik_setup_line(config, refused_port)
+    setup = CliRunner().invoke(app, ["qlik", "setup", "--config", str(config)])
+    after, _ = qlik_setup_line(config, refused_port)
+
+    assert before.startswith("FAIL  Qlik setup: PromotionApproval is missing (on App)")
+    assert (
+        "PromoteToServer choice 'old - Overwrite' is not 'alias - Overwrite' or 'alias - Duplicate'" in before
+    )
+    assert "EmailAlertOnPublishTo cannot be set on Stream (only on App)" in before
+    assert "PromoteToStream is missing" in before
+    assert fix == "fix: run `qs-promoter qlik setup` (with --dry-run first to see what it changes)"
+    assert setup.exit_code == 0, setup.output
+    assert after.startswith("OK    Qlik setup: the source site has PromotionApproval, PromoteToServer,"), (
+        after
+    )
+
+
+def test_a_stale_choice_still_in_use_is_a_warning_with_what_to_do(
+    sandbox: Sandbox, sandbox_settings: Settings, refused_port: int, tmp_path: Path
+) -> None:
+    """A PromoteToServer choice of a site no longer configured that an app still has set cannot be
+    removed: doctor warns (the check passes) and says to clear it in the QMC first."""
+    dev = sandbox.sites["dev"].repository
+    webhook = WebhookSettings(secret=SecretStr(SECRET), public_base_url=f"http://127.0.0.1:{refused_port}")
+    config = write_settings(sandbox_settings.model_copy(update={"webhook": webhook}), tmp_path / "qs.toml")
+    assert CliRunner().invoke(app, ["qlik", "setup", "--config", str(config)]).exit_code == 0
+    seed_app(dev, "Sales", custom_properties={"PromoteToServer": ["prod - Overwrite"]})
+    only_test = sandbox_settings.model_copy(
+        update={"webhook": webhook, "target_sites": {"test": sandbox_settings.target_sites["test"]}}
+    )
+    config = write_settings(only_test, tmp_path / "qs.toml")
+    assert CliRunner().invoke(app, ["qlik", "setup", "--config", str(config)]).exit_code == 0
+
+    line, fix = qlik_setup_line(config, refused_port)
+
+    assert line.startswith("WARN  Qlik setup: PromoteToServer choice 'prod - Overwrite' is not"), line
+    assert "still in use: kept" in line
+    assert fix == "fix: clear it where it is set (App) in the QMC, then run `qs-promoter qlik setup`"

@@ -8,6 +8,7 @@ creates, so the test decides when each one ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -21,16 +22,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import AwaitingRetry, Cancelling, Running
 
+from promoter.cli.up import stop_on_signals
 from promoter.deployments.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
 from promoter.deployments.orchestration import with_prefect, worker_seen
 from promoter.deployments.stack import project_dir
 from promoter.settings import PrefectSettings, Settings, SiteSettings, write_settings
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 from tests.fixtures.deployments import Registration, child_environment, cli_command
-from tests.fixtures.executor import GATED, TWO_STEPS, register
+from tests.fixtures.executor import GATED, TWO_STEPS, BusyApi, register
 from tests.fixtures.stack import run
 
 if TYPE_CHECKING:
@@ -41,6 +45,11 @@ pytestmark = [pytest.mark.e2e, IN_PROCESS_FLOWS]
 
 T = TypeVar("T")
 WITHIN = 60.0  # seconds for anything to happen on a busy 2-core machine
+
+# The requests Prefect 3.9.1's UI sends (server/ui/assets: retryFlowRun, and the Cancel dialog's
+# setFlowRunState, whose force defaults to true): POST /flow_runs/{id}/set_state with these.
+UI_RETRY = ({"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, False)
+UI_CANCEL = ({"type": "CANCELLING", "name": "Cancelling"}, True)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -75,6 +84,14 @@ class Pool:
             ).id
 
         return self.prefect(create)
+
+    def ui(self, run_id: UUID, action: tuple[dict[str, str], bool]) -> str:
+        """Send a UI button's request for ``run_id``; the server's answer (ACCEPT, REJECT ...)."""
+        state, force = action
+        url = f"{self.api_url}/flow_runs/{run_id}/set_state"
+        answer = httpx.post(url, json={"state": state, "force": force}, timeout=WITHIN)
+        answer.raise_for_status()
+        return str(answer.json()["status"])
 
     def flow_run(self, run_id: UUID) -> FlowRun:
         return self.prefect(lambda client: client.read_flow_run(run_id))
@@ -306,6 +323,136 @@ def test_sigterm_drains_the_executor(pool: Pool) -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_sigterm_with_eight_runs_active_loses_none_and_runs_none_twice(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM (to this process, through the CLI's signal handling) while 8 runs run: the 4 that
+    finish within the grace period end Completed (drained), the 4 still running after it end
+    Cancelled, never Crashed. Retry in the UI and a new executor of the same name run those 4
+    again to Completed. Every run completes, and each flow's body ends exactly once."""
+    caplog.set_level(logging.INFO, logger="promoter.deployments.executor")
+    labels = [f"run-{n}" for n in range(8)]
+    drained, stuck = labels[:4], labels[4:]
+    executor = Executor(pool.options(name="eight", limit=8, stop_grace=10.0))
+    with stop_on_signals(executor.request_stop):
+        thread = executor.run_in_thread()
+        wait_until(lambda: executor.ready.is_set() or not thread.is_alive(), "executor ready")
+        assert executor.ready.is_set(), executor.error
+        runs = {label: pool.start(label) for label in labels}
+        for label in labels:
+            pool.wait_mark(label, "started")
+
+        # Only the main thread's handler catches it; anywhere else it would end the test runner.
+        assert threading.current_thread() is threading.main_thread()
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_until(lambda: "stopping: waiting up to 10 s for 8 flow run(s)" in caplog.text, "draining")
+        for label in drained:
+            pool.go(label)
+        thread.join(WITHIN)
+
+    assert not thread.is_alive(), "the executor did not stop"
+    assert (executor.error, executor.outcome) == (None, Outcome.STOPPED)
+    stopped = {label: pool.flow_run(runs[label]).state_name for label in labels}
+    assert stopped == {**dict.fromkeys(drained, "Completed"), **dict.fromkeys(stuck, "Cancelled")}
+    for label in stuck:
+        pool.go(label)
+        assert pool.ui(runs[label], UI_RETRY) == "ACCEPT"
+    with executing(pool.options(name="eight")):
+        for label in stuck:
+            pool.wait_state(runs[label], "COMPLETED")
+
+    assert [pool.flow_run(runs[label]).run_count for label in labels] == [1] * 4 + [2] * 4
+    assert [len(pool.lines(label, "started")) for label in labels] == [1] * 4 + [2] * 4
+    assert [len(pool.lines(label, "ended")) for label in labels] == [1] * 8
+    assert not [label for label in labels if "Crashed" in pool.history(runs[label])]
+
+
+def test_ui_retry_reruns_a_failed_run_beside_running_ones_and_leaves_them_alone(pool: Pool) -> None:
+    """The UI's Retry of a failed run while three others run in the same executor: the same run is
+    taken again and completes, its finished step comes back Cached (its body ran once), and the
+    three others keep running undisturbed, then complete, each run once."""
+    others = ["busy-1", "busy-2", "busy-3"]
+    other_runs = [pool.start(label) for label in others]
+    pool.path("retried", "fail").touch()
+    retried = pool.start("retried", TWO_STEPS)
+
+    with executing(pool.options()):
+        for label in others:
+            pool.wait_mark(label, "started")
+        pool.wait_state(retried, "FAILED")
+        pool.path("retried", "fail").unlink()
+        answer = pool.ui(retried, UI_RETRY)
+        again = pool.wait_state(retried, "COMPLETED")
+        meanwhile = [pool.flow_run(run_id).state_name for run_id in other_runs]
+        for label in others:
+            pool.go(label)
+        finished = [pool.wait_state(run_id, "COMPLETED") for run_id in other_runs]
+
+    assert answer == "ACCEPT"
+    assert (again.id, again.run_count) == (retried, 2)
+    assert pool.lines("retried", "log") == ["prepare", "finish", "finish"]
+    assert pool.lines("retried", "states") == ["Completed", "Cached"]
+    assert meanwhile == ["Running"] * 3
+    assert [run.run_count for run in finished] == [1] * 3
+    once = ["Scheduled", "Pending", "Running", "Completed"]
+    assert [pool.history(run_id) for run_id in other_runs] == [once] * 3
+
+
+def test_ui_cancel_of_one_run_ends_it_cancelled_while_the_others_complete(pool: Pool) -> None:
+    """The UI's Cancel of one of four runs of the same executor: that run ends Cancelled (never
+    Crashed) before its flow's body ends, and the three others keep running, then complete."""
+    others = ["kept-1", "kept-2", "kept-3"]
+    cancelled = pool.start("cancelled")
+    other_runs = [pool.start(label) for label in others]
+
+    with executing(pool.options()):
+        for label in ["cancelled", *others]:
+            pool.wait_mark(label, "started")
+        answer = pool.ui(cancelled, UI_CANCEL)
+        ended = pool.wait_state(cancelled, "CANCELLED")
+        meanwhile = [pool.flow_run(run_id).state_name for run_id in other_runs]
+        for label in ["cancelled", *others]:
+            pool.go(label)
+        for run_id in other_runs:
+            pool.wait_state(run_id, "COMPLETED")
+
+    assert answer == "ACCEPT"
+    assert ended.state.message == Stop.CANCEL.value  # type: ignore[union-attr]
+    assert "Crashed" not in pool.history(cancelled)
+    assert pool.lines("cancelled", "ended") == []
+    assert meanwhile == ["Running"] * 3
+    assert [len(pool.lines(label, "ended")) for label in others] == [1] * 3
+
+
+def test_a_busy_server_at_a_runs_claim_or_start_delays_the_run_and_never_crashes_it(pool: Pool) -> None:
+    """The Prefect API answers 503 (SQLite's "database is locked") once, with the client's own
+    retries spent (none here; five over about a minute by default), to a run's claim (Pending), to
+    marking it with the executor's name, and to the engine's Running. Each run stays or goes back
+    to Scheduled and is taken again: all three complete, none Crashed, each body run once."""
+    labels = ["claim", "mark", "begin"]
+    runs = {label: pool.start(label) for label in labels}
+    for label in labels:
+        pool.go(label)
+
+    with BusyApi(pool.api_url).running() as api:
+        refusals = [
+            api.refuse("POST", f"/flow_runs/{runs['claim']}/set_state", "PENDING"),
+            api.refuse("PATCH", f"/flow_runs/{runs['mark']}", "infrastructure_pid"),
+            api.refuse("POST", f"/flow_runs/{runs['begin']}/set_state", "RUNNING"),
+        ]
+        with (
+            temporary_settings({PREFECT_API_URL: api.url, PREFECT_CLIENT_MAX_RETRIES: 0}),
+            executing(pool.options()),
+        ):
+            finished = [pool.wait_state(runs[label], "COMPLETED") for label in labels]
+
+    assert [refusal.answered for refusal in refusals] == [1, 1, 1]
+    assert [run.run_count for run in finished] == [1, 1, 1]
+    assert [len(pool.lines(label, "ended")) for label in labels] == [1, 1, 1]
+    assert not [label for label in labels if "Crashed" in pool.history(runs[label])]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_runs_a_killed_executor_left_are_marked_crashed_when_it_starts_again(pool: Pool) -> None:
     """After a kill -9 the run it was running stays Running; the executor of the same name marks
     it Crashed when it starts again (so reconcile retries it), and leaves another executor's
@@ -410,6 +557,7 @@ def test_prefect_yaml_deployments_load_into_the_executor(
         "alert-on-publish",
         "handle-app-change",
         "keep-subscriptions",
+        "plan-promotion",
         "promote-app",
         "reconcile",
         "rollback-app",

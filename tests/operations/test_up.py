@@ -36,6 +36,7 @@ EXPECTED_DEPLOYMENTS = {
     "promote-app/qs-promoter": (None, None),
     "alert-on-publish/qs-promoter": (None, None),
     "rollback-app/qs-promoter": (None, None),
+    "plan-promotion/qs-promoter": (None, None),
     "keep-subscriptions/qs-promoter": (60.0, 1),
     "reconcile/qs-promoter": (600.0, 1),
 }
@@ -106,7 +107,7 @@ async def test_register_only_creates_every_deployment_of_prefect_yaml(
         )
         for d in deployments
         if d.concurrency_options
-    } == {("CANCEL_NEW", 60, "maintenance")}
+    } == {("ENQUEUE", 60, "maintenance")}
     assert len(automations) == 1
     assert "registered; nothing else was started" in registered_deployments.output
 

@@ -323,6 +323,24 @@ async def test_a_failed_copy_is_not_repeated(
     assert (caught.value.status, copies) == (503, 0)
 
 
+async def test_a_copy_with_a_unique_name_whose_answer_is_lost_is_found_not_doubled(
+    sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path
+) -> None:
+    """QRS makes the copy but its answer is lost; then a copy answered 503: given the time the copies
+    began, the client finds the one that landed, or copies again, and one copy exists each time."""
+    async with connect(sandbox_settings) as dev:
+        app = await upload(dev, tmp_path, "Copied under a unique name")
+        since = qrs_now()
+        lost = sandbox.sites["dev"].add_fault("lose_answer", method="POST", path="/copy$", count=1)
+        found = await dev.copy_app(app.id, "copy-lost-answer-1", since=since)
+        refused = sandbox.sites["dev"].add_fault("status", method="POST", path="/copy$", count=1)
+        repeated = await dev.copy_app(app.id, "copy-503-2", since=since)
+        counts = [await dev.count("app", eq("name", name)) for name in ("copy-lost-answer-1", "copy-503-2")]
+
+    assert (lost.count, refused.count, counts) == (0, 0, [1, 1])
+    assert (found.name, repeated.name) == ("copy-lost-answer-1", "copy-503-2")
+
+
 async def test_an_upload_cut_mid_transfer_is_repeated_once(
     sandbox: Sandbox, sandbox_settings: Settings, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from markdown_it import MarkdownIt
 from promoter.outcome import (
     Placement,
     SiteOutcome,
+    artifact_description,
     artifact_rows,
     markdown_text,
     run_name,
@@ -252,6 +253,59 @@ def test_the_table_artifact_cells_show_hostile_names_as_text(name: str) -> None:
 
     assert shown == [" ".join(name.split())] * 2
     assert failures == [f"failed: QRS answered 400: {' '.join(name.split())}"]
+
+
+def hub(site: str, app_id: UUID) -> str:
+    return f"https://qlik-{site}.example.com/sense/app/{app_id}"
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_artifacts_link_only_the_target_apps_in_their_hubs(name: str) -> None:
+    """With hub links, the summary and the table link each placed app to its site's hub and nothing
+    else: a name can add no link, image or HTML; owner, approver and S3 version read as typed."""
+    outcomes = hostile_outcomes(name)
+    placed = outcomes[0].placements[0]
+    summary = summary_markdown(
+        name, name, "approved", outcomes, owner=name, s3_version_id="v-1", hub_link=hub
+    )
+    page = MARKDOWN.render(summary)
+    cells = [row["open"] for row in artifact_rows(outcomes, "v-1", hub) if row["open"]]
+
+    assert set(re.findall(r"</?([a-z0-9]+)", page)) <= {"h3", "ul", "li", "p", "a"}
+    assert re.findall(r'href="([^"]*)"', page) == [hub("test", placed.app_id)]
+    assert [re.findall(r'href="([^"]*)"', MARKDOWN.renderInline(c)) for c in cells] == [
+        [hub("test", placed.app_id)]
+    ]
+    text = html.unescape(page)
+    shown = " ".join(name.split())
+    assert f"owner: {shown}" in text and f"approved by: {shown}" in text and "S3 version: v-1" in text
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["javascript:alert(1)", "https://evil.example/x)[y](https://a", "https://a b/c", "https://x/<img>"],
+)
+def test_a_hub_link_that_is_not_a_plain_web_address_is_never_linked(link: str) -> None:
+    """A hub address the settings made strange (a hostile public_fqdn) gives no link at all: the
+    stream is shown as text, and the table's link cell stays empty."""
+    outcomes = hostile_outcomes("Sales")
+    summary = summary_markdown(
+        "Sales", "ACME\\jane", "approved", outcomes, hub_link=lambda site, app_id: link
+    )
+
+    assert "<a " not in MARKDOWN.render(summary)
+    assert [row["open"] for row in artifact_rows(outcomes, "v-1", lambda site, app_id: link)] == [""] * 3
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_the_artifact_description_is_one_sentence_of_text(name: str) -> None:
+    """The description under each artifact names the app, the sites and the approver as text."""
+    described = artifact_description(name, hostile_outcomes(name), f"ACME\\{name}")
+
+    shown = rendered_text(described)
+    assert shown.startswith("Promotion of '") and shown.endswith(".")
+    assert "to test and prod, approved by ACME\\" in shown
+    assert "\n" not in shown and len(shown) < 400
 
 
 @pytest.mark.parametrize("approver", ["ACME\\mgr\r\nforged line", "ACME\\mgr\u2028x", None])

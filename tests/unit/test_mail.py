@@ -239,6 +239,44 @@ def test_results_show_target_ids_missing_streams_failures_and_versions() -> None
     assert "<h3>Site <strong>prod</strong></h3>" in page
 
 
+def test_results_link_each_promoted_app_on_its_target_site_not_the_source_app() -> None:
+    """Each stream's line links the app where it now lives (its target site's hub), in both parts;
+    the source app, which the same run may have unpublished, is not linked then."""
+    test_hub = "https://qlik-test.example.com/sense/app"
+    linked = [
+        SiteResult(
+            "test",
+            streams=(
+                StreamOutcome(
+                    "Everyone", "11111111-1111-1111-1111-111111111111", "published", f"{test_hub}/1111"
+                ),
+                StreamOutcome("Review", "22222222-2222-2222-2222-222222222222", "copied", f"{test_hub}/2222"),
+            ),
+        )
+    ]
+
+    text, page = parts(parse(render_promotion_results(app(), linked, sender=SENDER, to=TO)))
+
+    assert (
+        f"Published in stream Everyone as app 11111111-1111-1111-1111-111111111111: {test_hub}/1111" in text
+    )
+    assert f"Copied in stream Review as app 22222222-2222-2222-2222-222222222222: {test_hub}/2222" in text
+    assert f'<a href="{test_hub}/1111">' in page and f'<a href="{test_hub}/2222">' in page
+    assert f"https://qlik.example.com/sense/app/{APP_ID}" not in text + page
+    assert "Stream: Sales" in text
+
+
+def test_a_target_link_that_is_not_a_web_link_stays_inert_text() -> None:
+    """A target link that is not http(s) is shown as text, never as an anchor."""
+    hostile = [
+        SiteResult("test", streams=(StreamOutcome("Everyone", "1", "published", "javascript:alert(1)"),))
+    ]
+
+    page = parts(parse(render_promotion_results(app(), hostile, sender=SENDER, to=TO)))[1]
+
+    assert '<a href="javascript' not in page and "javascript:alert(1)" in page
+
+
 def test_results_subject_says_promoted_when_every_site_succeeded() -> None:
     """All sites done: the Subject says Promoted."""
     done = [SiteResult("test", streams=(StreamOutcome("Everyone", "1", "published"),))]

@@ -44,3 +44,16 @@ def test_a_manual_promotion_is_requested_not_approved() -> None:
         "manual run",
     )
     assert "requested by ACME\\admin" in decision.reason
+
+
+def test_without_parameters_a_manual_promotion_goes_where_the_apps_properties_say_approved_or_not() -> None:
+    """An app with PromoteToServer and PromoteToStream but no PromotionApproval: promote APP_ID with no
+    options promotes it there (the properties name the targets; nobody has to approve a manual run)."""
+    app = make_app(("PromoteToServer", "test - Duplicate"), ("PromoteToStream", "Everyone"))
+
+    decision = manual_decision(app, make_settings(), requested_by="ACME\\admin")
+
+    assert decision.action is Action.PROMOTE
+    assert [(t.site, t.mode.value, t.streams) for t in decision.targets] == [
+        ("test", "duplicate", ("Everyone",))
+    ]

@@ -60,7 +60,7 @@ def test_good_file_loads_with_defaults_for_what_it_leaves_out(tmp_path: Path) ->
     assert sorted(settings.target_sites) == ["prod", "test"]
     assert settings.site("prod").port == 4243
     assert settings.email.password is not None and settings.email.password.get_secret_value() == SECRET
-    assert settings.cert_dir("test") == Path("certs/test")
+    assert settings.cert_dir("test") == tmp_path / "certs/test"  # from the settings file's folder
     assert settings.properties.promotion_approval == "PromotionApproval"
     assert settings.source_site.hub_link("abc") == "https://qlik-dev.example.com/sense/app/abc"
 
@@ -176,7 +176,8 @@ def test_missing_csv_names_the_field(tmp_path: Path) -> None:
     """A CSV path that does not exist names stream_approvers_csv."""
     message = load_error(write(tmp_path, GOOD + 'stream_approvers_csv = "missing.csv"\n'))
 
-    assert "email: Value error, stream_approvers_csv missing.csv: No such file or directory" in message
+    missing = tmp_path / "missing.csv"  # relative paths start at the settings file's folder
+    assert f"email: Value error, stream_approvers_csv {missing}: No such file or directory" in message
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,30 @@ def test_uploading_twice_keeps_two_versions_and_each_downloads_byte_identical(
     ]
 
 
+def test_a_copy_that_continues_an_app_is_one_more_version_of_the_apps_object(
+    s3_server: S3Sandbox, tmp_path: Path
+) -> None:
+    """The owner's copy (new id, new name) stored with its lineage root lands on the root's key, so both
+    approval cycles are versions of one object; the version's metadata names the copy and the root."""
+    settings = s3_server.settings()
+    s3 = s3_client(settings)
+    root, copy = uuid.uuid4(), uuid.uuid4()
+
+    first = upload_version(s3, settings, app_file(tmp_path, "v1.qvf"), root, "Sales")
+    second = upload_version(
+        s3, settings, app_file(tmp_path, "v2.qvf"), copy, "Sales 2025", root_id=root, root_name="Sales"
+    )
+
+    assert first.key == second.key == object_key(settings.prefix, root, "Sales")
+    stored = {v.version_id for v in list_versions(s3, settings.bucket, first.key)}
+    assert stored == {first.version_id, second.version_id}
+    head = s3.head_object(Bucket=settings.bucket, Key=second.key, VersionId=second.version_id)
+    assert (head["Metadata"]["app-id"], head["Metadata"]["lineage-app-id"]) == (str(copy), str(root))
+    assert metadata_text(head["Metadata"]["app-name"]) == "Sales 2025"
+    first_head = s3.head_object(Bucket=settings.bucket, Key=first.key, VersionId=first.version_id)
+    assert "lineage-app-id" not in first_head["Metadata"]
+
+
 def test_hostile_name_is_stored_under_a_safe_key_with_the_name_in_metadata(
     s3_server: S3Sandbox, tmp_path: Path
 ) -> None:

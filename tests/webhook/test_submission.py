@@ -21,7 +21,9 @@ from prefect import flow
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
+from prefect.flow_engine import run_flow_async
 
+from promoter.flows.handle import change_run
 from promoter.sandbox.repository import Actor
 from promoter.sandbox.seed import seed_app
 from promoter.sandbox.server import Sandbox
@@ -31,6 +33,7 @@ from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Notice, Outbox, OutboxEntry
 from promoter.webhook.relevance import qrs_relevance
 from promoter.webhook.submitter import Relevance, Submitter
+from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.webhook.support import (
     FAST,
     SECRET,
@@ -105,6 +108,7 @@ async def test_a_notification_becomes_one_flow_run_with_the_change(
     assert run.parameters == {"app_id": str(app_id), "trigger": "published", "change_id": key}
     assert (run.idempotency_key, entry.flow_run_id) == (key, str(run.id))
     assert json.loads(entry.payload)["objectID"] == str(app_id)
+    assert (run.name, "webhook" in run.tags) == (f"publish of app {app_id}", True)
 
 
 def checked_by_qrs(settings: Settings, prefect_api: str) -> FastAPI:
@@ -122,6 +126,62 @@ async def all_submitted(path: Path) -> list[OutboxEntry] | None:
     """Every entry of the outbox, once all of them have their flow run; None before."""
     entries = await outbox_entries(path)
     return entries if entries and all(e.flow_run_id for e in entries) else None
+
+
+async def test_runs_are_named_by_the_change_and_the_app_from_their_first_second(
+    tmp_path: Path, prefect_api: str, change_deployment: UUID, sandbox: Sandbox, sandbox_settings: Settings
+) -> None:
+    """A run is created with a name an admin reads in the run list: the change in words and the app's
+    name as QRS showed it to the relevance check, on one line and at most 100 characters, whatever the
+    owner typed; no Prefect random name in between."""
+    settings = with_webhook(sandbox_settings, tmp_path)
+    repo = sandbox.sites["dev"].repository
+    approved = {"PromotionApproval": ["Approve"]}
+    sales = seed_app(repo, "Sales KPIs", owner=REP, custom_properties=approved)["id"]
+    hostile = seed_app(
+        repo, "Q3\r\nforged [x](https://evil)" + "é" * 200, owner=REP, custom_properties=approved
+    )
+    app = checked_by_qrs(settings, prefect_api)
+    with serve(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post(client, "updated", [notification(sales), notification(hostile["id"])])
+            await wait_until(lambda: all_submitted(settings.webhook.outbox_path))
+
+    names = {
+        r.parameters["app_id"]: r.name
+        for r in await runs_for(prefect_api, change_deployment, [sales, hostile["id"]])
+    }
+    assert names[sales] == "change to app 'Sales KPIs'"
+    assert names[hostile["id"]].startswith("change to app 'Q3 forged [x](https://evil)éé")
+    assert names[hostile["id"]].endswith("…'") and len(names[hostile["id"]]) == 100
+    assert "\n" not in names[hostile["id"]] and "\r" not in names[hostile["id"]]
+
+
+@flow(name="named-like-handle-app-change", flow_run_name=change_run)
+async def named_like_handle_app_change(app_id: str, trigger: str = "updated") -> None:
+    """handle-app-change's run naming (the same callable) and nothing else."""
+
+
+@IN_PROCESS_FLOWS
+async def test_a_change_run_keeps_its_given_name_and_never_shows_a_random_one(prefect_api: str) -> None:
+    """When a handle-app-change run starts, the name the webhook gave it (with the app's name) stays;
+    a run created without one (a Custom run in the UI) is named by the change in words, not by
+    Prefect's made-up name."""
+    app_id = str(uuid4())
+    parameters = {"app_id": app_id, "trigger": "reloaded"}
+    async with PrefectClient(api=prefect_api) as client:
+        given = await client.create_flow_run(
+            named_like_handle_app_change, parameters=parameters, name="reload of app 'Sales'"
+        )
+        made_up = await client.create_flow_run(
+            named_like_handle_app_change, parameters=parameters, name="malachite-mongrel"
+        )
+    for created in (given, made_up):
+        await run_flow_async(named_like_handle_app_change, flow_run=created, parameters=parameters)
+    async with PrefectClient(api=prefect_api) as client:
+        names = [(await client.read_flow_run(r.id)).name for r in (given, made_up)]
+
+    assert names == ["reload of app 'Sales'", f"reload of app {app_id}"]
 
 
 async def test_ten_duplicate_notifications_make_one_flow_run(
