@@ -19,7 +19,7 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
-from promoter.approval import Target
+from promoter.approval import Mode, Target
 from promoter.drift import Meant, NotAsPlaced, judge_site, verify_placed
 from promoter.errors import PromoterError, QrsError, QrsNotFound, SiteFailed
 from promoter.ledger import Backup
@@ -170,6 +170,10 @@ async def place(
     (the repeat finds it by its name) instead of being sent again; published copies always go.
     """
     where = plan.site
+    if plan.mode is Mode.DUPLICATE:
+        plan = await resume_duplicates(qrs, plan, app.name, description, slot, placements)
+        if not plan.needs_upload:
+            return
     # Adopts the upload an earlier attempt made (found by its secret name), or uploads the file.
     upload = await steps.upload_once(
         qrs, exported, upload_name(app.name, slot), slot.began, log=get_run_logger()
@@ -254,6 +258,36 @@ async def verify(
         dataclasses.replace(p, modified_date=now[p.app_id].modified_date, file_size=now[p.app_id].file_size)
         for p in placements
     ]
+
+
+async def resume_duplicates(
+    qrs: QrsClient,
+    plan: SitePlan,
+    app_name: str,
+    description: str,
+    slot: UploadSlot,
+    placements: list[Placement],
+) -> SitePlan:
+    """The plan without the streams where an earlier attempt of this request already published.
+
+    Duplicate publishes new apps, and a run stopped after publishing here (its executor killed
+    before the site's step ended or was recorded) left them in their streams, under the app's
+    name. They are those streams' apps: kept and counted, not published a second time. Ours means
+    owned by the account we call as and made since this request's first upload began.
+    """
+    earlier = await steps.published_since(qrs, app_name, slot.began)
+    remaining = []
+    for stream in plan.fresh_streams:
+        found = earlier.get(stream.id)
+        if found is None:
+            remaining.append(stream)
+            continue
+        log = get_run_logger()
+        log.info("%s: app %s is in %r already (an earlier attempt)", plan.site, found.id, stream.name)
+        await steps.describe(qrs, found.id, description)
+        placements.append(Placement(stream.id, stream.name, found.id, "published"))
+    first, rest = (remaining[0], tuple(remaining[1:])) if remaining else (None, ())
+    return dataclasses.replace(plan, publish_upload_to=first, copy_to=rest)
 
 
 async def upload_for(where: str, exported: Path, app_name: str, slot: UploadSlot) -> App:

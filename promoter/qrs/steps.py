@@ -65,6 +65,16 @@ async def upload_once(qrs: QrsClient, path: Path, name: str, since: datetime, *,
     return await qrs.upload_app(path, name, since=since)
 
 
+async def published_since(qrs: QrsClient, name: str, since: datetime) -> dict[UUID, App]:
+    """Published apps called ``name`` that the account we call as made since ``since``, by stream."""
+    found: dict[UUID, App] = {}
+    for app in await qrs.apps(eq("name", name)):
+        ours = not_our_upload(app, uploader=qrs.account, since=since, size=None) is None
+        if app.name == name and app.published and app.stream is not None and ours:
+            found.setdefault(app.stream.id, app)
+    return found
+
+
 async def publish_copy(
     qrs: QrsClient, app_id: UUID, stream_id: UUID, name: str, copy_name: str, since: datetime
 ) -> App:

@@ -6,11 +6,16 @@ import json
 import time
 from uuid import UUID
 
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.objects import Artifact
 
+from promoter.approval import Mode, Target
+from promoter.flows.delivery import deliver_to_site
 from promoter.flows.handle import handle_app_change
+from promoter.outcome import SiteOutcome
+from promoter.tasks import run
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage, counting_uploads
 
 pytestmark = IN_PROCESS_FLOWS
@@ -88,3 +93,28 @@ async def test_duplicate_to_two_sites_uploads_once_per_site_and_reports_the_miss
     assert "Review" in prod.error
     received = ", ".join(f"{name} {counter.bytes_in} B" for name, counter in uploads.items())
     print(f"\nduplicate of a {size} B app to 2 sites: {elapsed:.2f} s; received: {received}")
+
+
+async def test_a_duplicate_stopped_after_publishing_is_not_published_twice_when_done_again(
+    stage: Stage,
+) -> None:
+    """Duplicate to test's Everyone and Review: one request's delivery to test runs to the end, then
+    runs again from the start, as after an executor killed before the site's step was recorded. The
+    second finds the apps the first published for this request, keeps them, and publishes nothing:
+    one app per stream."""
+    app = await stage.publish("Budget")
+    target = Target("test", Mode.DUPLICATE, ("Everyone", "Review"))
+    exported = stage.app_file(seed="Budget")
+
+    @flow
+    async def deliver_twice() -> tuple[SiteOutcome, SiteOutcome]:
+        await run.ensure_limits({run.site_limit("test"): 2})
+        again = (target, app, exported, "promoted", "request-stopped-once", stage.settings, stage.tmp)
+        return await deliver_to_site.fn(*again), await deliver_to_site.fn(*again)
+
+    first, second = await deliver_twice()
+
+    placed = sorted((p.stream, str(p.app_id)) for p in first.placements)
+    assert sorted((p.stream, str(p.app_id)) for p in second.placements) == placed
+    test_apps = await stage.apps("test")
+    assert sorted((a.stream.name if a.stream else "-", str(a.id)) for a in test_apps) == placed
