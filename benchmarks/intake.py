@@ -50,6 +50,7 @@ from prefect_server import prefect_server  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 from results import write  # noqa: E402
 
+from promoter.prefect_api import HANDLE_CHANGE, deployment_part  # noqa: E402
 from promoter.sandbox.repository import Actor, Repository  # noqa: E402
 from promoter.sandbox.seed import seed_app  # noqa: E402
 from promoter.sandbox.server import Sandbox  # noqa: E402
@@ -259,7 +260,7 @@ def main() -> None:
             for i in range(args.apps)
         ]
         plain = [seed_app(dev.repository, f"Plain {i}", owner=REP)["id"] for i in range(args.irrelevant)]
-        deployment_id = handle_app_change.to_deployment(name="qs-promoter").apply()
+        deployment_id = handle_app_change.to_deployment(name=deployment_part(HANDLE_CHANGE)).apply()
         listener = tcp_listener()
         port = listener.getsockname()[1]
         listener.close()

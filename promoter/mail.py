@@ -9,7 +9,9 @@ Callers adapt their data to the small frozen dataclasses below:
 
 - ``AppSummary(app_id, name, owner_name, stream_name, link)``; ``link`` is
   ``SiteSettings.hub_link(app_id)`` (https://FQDN/sense/app/ID).
-- ``IntendedTarget(site, streams, mode)`` for the "intended targets" email.
+- ``IntendedTarget(site, streams, mode)`` for the "intended targets" email, and for the results
+  email when that one carries it too (a promotion that finished within
+  ``email.intended_targets_wait_seconds``: see ``promoter.tasks.mail.IntendedTargetsEmail``).
 - ``SiteResult(site, streams=(StreamOutcome(stream, target_app_id, action, link), ...),
   missing_streams, failures, s3_version_id, backup_version_id)`` for the results email; ``link``
   is the target site's ``hub_link(target_app_id)``: the results email links each promoted app where
@@ -153,7 +155,12 @@ def render_approval(
     body.paragraph(
         _fmt("Your app {app} was approved for promotion by {approver}.", app=app.name, approver=approver)
     )
-    body.paragraph(_fmt("Two more emails follow: where it is meant to go, and where it went."))
+    body.paragraph(
+        _fmt(
+            "Where it is meant to go and where it went follow in one email, or in two when the"
+            " promotion takes a while."
+        )
+    )
     body.facts(_app_facts(app))
     if subjects == "original":
         subject = _original_subject("'{app}' promotion approved by: '{by}'", app=app.name, by=approver)
@@ -197,18 +204,7 @@ def render_intended_targets(
     """List the sites, streams and mode (Overwrite/Duplicate) an approval asked for."""
     body = _Body()
     body.paragraph(_fmt("The app {app} is about to be promoted to:", app=app.name))
-    body.items(
-        [
-            _fmt(
-                "{site} ({mode}): {streams}",
-                site=t.site,
-                mode=t.mode,
-                streams=", ".join(t.streams) or "(no stream)",
-            )
-            for t in targets
-        ]
-        or [_fmt("(no target site)")]
-    )
+    body.items(_intended_lines(targets))
     body.facts(_app_facts(app))
     if subjects == "original":
         subject = _original_subject("'{app}' promotion targets", app=app.name)
@@ -225,9 +221,14 @@ def render_promotion_results(
     to: Recipients,
     s3_key: str | None = None,
     s3_version_id: str | None = None,
+    intended: Sequence[IntendedTarget] | None = None,
     subjects: SubjectStyle = "qs-promoter",
 ) -> EmailMessage:
-    """Report per site: streams published or replaced (with target app ids), missing streams, failures."""
+    """Report per site: streams published or replaced (with target app ids), missing streams, failures.
+
+    ``intended``: the targets the approval asked for, when this email also stands for the
+    intended-targets email (the promotion finished before that one was due).
+    """
     body = _Body()
     done = sum(1 for r in results if r.succeeded)
     body.paragraph(
@@ -238,6 +239,9 @@ def render_promotion_results(
             total=str(len(results)),
         )
     )
+    if intended is not None:
+        body.heading(_fmt("Requested targets"))
+        body.items(_intended_lines(intended))
     for result in results:
         body.heading(_fmt("Site {site}", site=result.site))
         lines = [
@@ -352,6 +356,19 @@ def render_test_mail(*, sender: str, to: Recipients) -> EmailMessage:
     body = _Body()
     body.paragraph(_fmt("This is a test message from qs-promoter: the email settings work."))
     return _message("[qs-promoter] Test message", body, sender=sender, to=to, app=None)
+
+
+def _intended_lines(targets: Sequence[IntendedTarget]) -> list[_Line]:
+    lines = [
+        _fmt(
+            "{site} ({mode}): {streams}",
+            site=t.site,
+            mode=t.mode,
+            streams=", ".join(t.streams) or "(no stream)",
+        )
+        for t in targets
+    ]
+    return lines or [_fmt("(no target site)")]
 
 
 class _Line(NamedTuple):

@@ -50,7 +50,6 @@ from promoter.settings import Settings
 
 T = TypeVar("T")
 
-DEFAULT_DEPLOYMENT = "handle-app-change/qs-promoter"
 # Our clock and the QRS server's may differ; the journal window overlaps by this much.
 CLOCK_SKEW = timedelta(minutes=5)
 # A claim older than the change flow's timeout belongs to a run that is surely over.
@@ -108,10 +107,6 @@ class MissedRequest:
     @property
     def idempotency_key(self) -> str:
         return f"reconcile:{self.key}"
-
-    def parameters(self) -> dict[str, str]:
-        """handle-app-change's parameters (no secrets)."""
-        return {"app_id": str(self.app_id), "trigger": self.trigger, "change_id": self.idempotency_key}
 
 
 @dataclass(frozen=True, slots=True)

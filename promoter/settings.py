@@ -7,13 +7,14 @@ Settings are passed around as arguments: there is no module-level instance.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 import re
 import tomllib
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path, PurePath
-from typing import Annotated, ClassVar, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -129,6 +130,13 @@ class EmailSettings(Section):
     subjects: Literal["qs-promoter", "original"] = Field(
         "qs-promoter",
         description="Subject wording: qs-promoter's, or the original's (for mail rules written for it).",
+    )
+    intended_targets_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="The intended-targets email waits this long: a promotion done by then sends one results"
+        " email that lists the requested targets too; a slower one gets both emails. 0: always both.",
     )
 
     @field_validator("sender")
@@ -603,17 +611,96 @@ def describe_validation(path: Path, exc: ValidationError) -> str:
     """
     lines = []
     environment = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        text = ""
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
         where = ".".join(loc) or "(top level)"
-        source = str(path)
+        source, in_file = str(path), True
         for depth in range(len(loc), 0, -1):  # the variable for the field, or for a section above it
             name = ENV_PREFIX + "__".join(loc[:depth]).upper()
             if name in environment:
-                source = f"environment variable {name}"
+                source, in_file = f"environment variable {name}", False
                 break
-        lines.append(f"{source}: {where}: {error['msg']}")
+        line = toml_line(text, loc) if in_file and loc else None
+        detail = f"{error['msg']}" + (f" (line {line})" if line else "")
+        if error["type"] == "extra_forbidden":
+            nearest = nearest_field(loc)
+            detail += f"; did you mean {nearest!r}?" if nearest else "; not a setting"
+        lines.append(f"{source}: {where}: {detail}")
     return "\n".join(lines)
+
+
+_TOML_KEY = re.compile(r"""\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*(\.|=|\]|$)""")
+
+
+def _toml_keys(text: str) -> tuple[list[str], str] | None:
+    """The dotted key a line starts with and what ends it ("=" or "]"), quotes removed; else None."""
+    parts, position = [], 0
+    while True:
+        match = _TOML_KEY.match(text, position)
+        if match is None:
+            return None
+        parts.append(match.group(1).strip("\"'"))
+        position = match.end()
+        if match.group(2) != ".":
+            return parts, match.group(2)
+
+
+def toml_line(text: str, loc: list[str]) -> int | None:
+    """The number of the line of ``text`` (a TOML document) that sets ``loc``, or a table or key
+    under it; None when no line does (an inline table, a multi-line value)."""
+    table: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            found = _toml_keys(stripped.lstrip("["))
+            if found is None or found[1] != "]":
+                continue
+            table = found[0]
+            path = table
+        else:
+            found = _toml_keys(stripped)
+            if found is None or found[1] != "=":
+                continue
+            path = table + found[0]
+        if path[: len(loc)] == loc:
+            return number
+    return None
+
+
+def nearest_field(loc: list[str]) -> str | None:
+    """The setting a misspelt ``loc`` most likely meant, among the fields of its section."""
+    model: type[BaseModel] | None = Settings
+    skip_key = False
+    for part in loc[:-1]:
+        if skip_key:  # a site alias or another key of a table of sections
+            skip_key = False
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        model, skip_key = _section_of(field.annotation)
+    if model is None or skip_key:
+        return None
+    names = list(model.model_fields)
+    match = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6) if loc else []
+    return match[0] if match else None
+
+
+def _section_of(annotation: object) -> tuple[type[BaseModel] | None, bool]:
+    """The section model an annotation holds, and whether a key (dict[str, Section]) comes first."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        return _section_of(get_args(annotation)[1])[0], True
+    for arg in get_args(annotation):  # Section | None
+        model, keyed = _section_of(arg)
+        if model is not None:
+            return model, keyed
+    return None, False
 
 
 def settings_document(settings: Settings) -> dict[str, object]:

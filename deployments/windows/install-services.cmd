@@ -40,7 +40,49 @@ nssm set qs-promoter-webhook DependOnService qs-promoter-server
 nssm set qs-promoter-webhook AppStdout "%INSTALL%\var\log\webhook.log"
 nssm set qs-promoter-webhook AppStderr "%INSTALL%\var\log\webhook.log"
 
+if not exist "%INSTALL%\var\log" mkdir "%INSTALL%\var\log"
+
+rem The webhook secret (part of the callback URL QRS calls): kept if the settings file or
+rem QSP_WEBHOOK__SECRET has one, else generated here. It is never shown: it goes to the two services
+rem that need it and to the machine variable QSP_WEBHOOK__SECRET (for doctor and the other commands
+rem in a new prompt). To keep it in the settings file instead: [webhook] secret = "...".
+set QSP_CONFIG=%CONFIG%
+"%PY%\python.exe" -c "import sys; from promoter.settings import load_settings; sys.exit(0 if load_settings().webhook.secret.get_secret_value() else 3)" >nul 2>&1
+if errorlevel 3 goto new_secret
+if errorlevel 1 goto bad_settings
+echo webhook secret: set already (not changed)
+goto secret_done
+:bad_settings
+echo The settings file %CONFIG% cannot be read: run "%PY%\qs-promoter.exe" doctor --config "%CONFIG%"
+exit /b 1
+:new_secret
+for /f "usebackq delims=" %%s in (`"%PY%\python.exe" -c "import secrets; print(secrets.token_urlsafe(32))"`) do set "QSP_WEBHOOK__SECRET=%%s"
+setx QSP_WEBHOOK__SECRET "%QSP_WEBHOOK__SECRET%" /M >nul
+nssm set qs-promoter-executor AppEnvironmentExtra +QSP_WEBHOOK__SECRET=%QSP_WEBHOOK__SECRET% >nul
+nssm set qs-promoter-webhook AppEnvironmentExtra +QSP_WEBHOOK__SECRET=%QSP_WEBHOOK__SECRET% >nul
+echo webhook secret: generated and stored for the services and as QSP_WEBHOOK__SECRET (not shown)
+:secret_done
+
 nssm start qs-promoter-server
+
+rem Register the work pool, the deployments and the automation with the server (run this file, or
+rem just these lines, again after an upgrade). The server needs a few seconds to start: retried for 2 min.
+set PREFECT_API_URL=http://127.0.0.1:4200/api
+set TRIES=0
+:register
+"%PY%\qs-promoter.exe" up --register-only --config "%CONFIG%" >> "%INSTALL%\var\log\register.log" 2>&1
+if not errorlevel 1 goto registered
+set /a TRIES+=1
+if %TRIES% geq 24 goto register_failed
+timeout /t 5 /nobreak >nul
+goto register
+:register_failed
+echo Registration failed; see %INSTALL%\var\log\register.log, then run: "%PY%\qs-promoter.exe" up --register-only --config "%CONFIG%"
+exit /b 1
+:registered
+echo deployments registered
+
 nssm start qs-promoter-executor
 nssm start qs-promoter-webhook
+echo Next: "%PY%\qs-promoter.exe" doctor --config "%CONFIG%" (in a new prompt)
 endlocal

@@ -18,6 +18,7 @@ import typer
 
 from promoter.cli.options import ConfigFile, StateDir
 from promoter.errors import MailError, PromoterError, QrsError, QrsRefused, SettingsError, VersioningError
+from promoter.prefect_api import HANDLE_CHANGE
 from promoter.qrs.tls import (
     CLIENT_CERT,
     CLIENT_KEY,
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PREFECT_API = "http://127.0.0.1:4200/api"
 CHECK_TIMEOUT = 10.0
-HANDLE_DEPLOYMENT = "handle-app-change/qs-promoter"
 SETUP_FIX = "run `qs-promoter qlik setup` (with --dry-run first to see what it changes)"
+EXAMPLE_SETTINGS = "qs-promoter.example.toml"
 
 SendTestEmail = Annotated[
     str | None,
@@ -92,6 +93,11 @@ def run_checks(
     from promoter.deployments.stack import UpRecord
 
     path = config_path(config)
+    if not path.is_file():
+        yield Check(
+            "settings", False, f"no settings file at {os.path.abspath(path)}", copy_example_hint(path)
+        )
+        return
     try:
         settings = load_settings(config)
     except SettingsError as exc:
@@ -122,6 +128,27 @@ def run_checks(
     if prefect.ok:
         yield check_deployments(api_url)
     yield check_webhook(settings)
+
+
+def copy_example_hint(path: Path) -> str:
+    """How to make the settings file ``path`` from the commented example, in this system's words."""
+    target = os.path.abspath(path)
+    example = example_settings_file()
+    if example is None:
+        copy = f"copy {EXAMPLE_SETTINGS} (in the qs-promoter sources) to {target}"
+    else:
+        copy = f'{"copy" if os.name == "nt" else "cp"} "{example}" "{target}"'
+    return f"copy the commented example, then fill in your sites: {copy} (or pass --config FILE)"
+
+
+def example_settings_file() -> Path | None:
+    """The commented example settings file beside the package (a source checkout), if there is one."""
+    import promoter
+
+    for folder in (Path.cwd(), Path(promoter.__file__).resolve().parent.parent):
+        if (folder / EXAMPLE_SETTINGS).is_file():
+            return folder / EXAMPLE_SETTINGS
+    return None
 
 
 def check_state(settings: Settings, up_record: UpRecord | None) -> Check:
@@ -373,11 +400,11 @@ def check_prefect(url: str, source: str, up_record: UpRecord | None, state: Path
 
 
 def check_deployments(url: str) -> Check:
-    """handle-app-change/qs-promoter is registered (the webhook's flow runs are made from it)."""
-    from promoter.deployments.orchestration import with_prefect
+    """handle-app-change/on-qrs-change is registered (the webhook's flow runs are made from it)."""
+    from promoter.prefect_api import with_prefect
 
     async def read(client: PrefectClient) -> None:
-        await client.read_deployment_by_name(HANDLE_DEPLOYMENT)
+        await client.read_deployment_by_name(HANDLE_CHANGE)
 
     try:
         asyncio.run(with_prefect(url, read))
@@ -385,10 +412,10 @@ def check_deployments(url: str) -> Check:
         return Check(
             "deployments",
             False,
-            f"{HANDLE_DEPLOYMENT} not found ({type(exc).__name__})",
+            f"{HANDLE_CHANGE} not found ({type(exc).__name__})",
             "register them with `qs-promoter up --register-only`",
         )
-    return Check("deployments", True, f"{HANDLE_DEPLOYMENT} is registered")
+    return Check("deployments", True, f"{HANDLE_CHANGE} is registered")
 
 
 def check_webhook(settings: Settings) -> Check:

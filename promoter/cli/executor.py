@@ -68,9 +68,10 @@ def executor(
     restart_after_runs: RestartAfterRuns = None,
     restart_above_mb: RestartAboveMb = None,
 ) -> None:
-    """Run the flow runs of the work pool (prefect.work_pool) in this process, several at once.
+    """Run the promotions and scheduled checks in this process, several at once (for a service).
 
-    An alternative to `prefect worker start` without a Python process per flow run. Needs
+    `up` starts one; run it on its own as a service beside a Prefect server. It takes the runs of
+    the work pool prefect.work_pool, like `prefect worker start` without a Python process per run. Needs
     PREFECT_API_URL and the deployments registered (qs-promoter up --register-only). Stops on
     Ctrl-C or SIGTERM (Ctrl-Break on Windows): no new runs, running ones get --stop-grace seconds,
     the rest are cancelled; a second signal cancels them at once. Exit codes: 0 stopped, 75 to be

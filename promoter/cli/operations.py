@@ -20,9 +20,10 @@ from uuid import UUID, uuid4
 import typer
 
 from promoter.approval import Mode
-from promoter.cli.options import ConfigFile, RequestedBy, Wait
+from promoter.cli.options import ConfigFile, RequestedBy
 from promoter.errors import SettingsError
 from promoter.manual import cli_requester
+from promoter.prefect_api import PROMOTE, ROLLBACK
 from promoter.settings import (
     CONFIG_ENV,
     Settings,
@@ -33,12 +34,18 @@ from promoter.settings import (
 )
 
 if TYPE_CHECKING:
-    from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.objects import FlowRun
+    from promoter.prefect_api import RunProgress
 
-PROMOTE_DEPLOYMENT = "promote-app/qs-promoter"
-ROLLBACK_DEPLOYMENT = "rollback-app/qs-promoter"
 WAIT_POLL_SECONDS = 2.0
+# promote and rollback follow their run in the terminal unless told not to.
+Follow = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Follow the run with a progress bar until it ends (the exit code says how); "
+        "--no-wait only starts it and prints its link.",
+    ),
+]
 
 AppId = Annotated[UUID, typer.Argument(help="The app's id (GUID), as the QMC shows it in the Apps list.")]
 TargetAppId = Annotated[
@@ -49,7 +56,8 @@ Sites = Annotated[
     list[str] | None,
     typer.Option(
         "--site",
-        help="Target site alias (repeat for more); default: the sites in the app's PromoteToServer.",
+        help="Target site alias; repeat for more: --site test --site prod. Default: the sites in the "
+        "app's PromoteToServer.",
         show_default=False,
     ),
 ]
@@ -57,7 +65,8 @@ Streams = Annotated[
     list[str] | None,
     typer.Option(
         "--stream",
-        help="Stream name on the target sites (repeat for more); default: the app's PromoteToStream.",
+        help="Stream name on the target sites; repeat for more: --stream Sales --stream Finance. "
+        "Default: the app's PromoteToStream.",
         show_default=False,
     ),
 ]
@@ -115,10 +124,10 @@ def promote(
     mode: PromotionMode = None,
     requested_by: RequestedBy = None,
     force: Force = False,
-    wait: Wait = False,
+    wait: Follow = True,
     config: ConfigFile = None,
 ) -> None:
-    """Promote an app now, without a new approval: a run of promote-app/qs-promoter.
+    """Promote an app now, without a new approval in the QMC; follow it until it is done.
 
     The source app stays where it is (no unpublish, properties kept). Each call is a new request.
     """
@@ -133,7 +142,7 @@ def promote(
         **({"force": True} if force else {}),  # the flow's default otherwise: the run's parameters stay short
     }
     # Prefect keeps an idempotency key forever: a repeated promotion needs a fresh one.
-    run_deployment(PROMOTE_DEPLOYMENT, parameters, f"manual:{app_id}:{uuid4()}", wait)
+    run_deployment(PROMOTE, parameters, f"manual:{app_id}:{uuid4()}", wait)
 
 
 def plan(
@@ -179,10 +188,10 @@ def rollback(
     app_id: TargetAppId,
     version: VersionId = None,
     requested_by: RequestedBy = None,
-    wait: Wait = False,
+    wait: Follow = True,
     config: ConfigFile = None,
 ) -> None:
-    """Put a target app back as it was before the last overwrite, keeping its id: a run of rollback-app."""
+    """Put a target app back as it was before the last overwrite, keeping its id (links keep working)."""
     settings = settings_or_exit(config)
     if site not in settings.target_sites:
         typer.echo(f"error: unknown site {site!r}; configured: {', '.join(settings.target_sites)}", err=True)
@@ -193,7 +202,7 @@ def rollback(
         "version_id": version,
         "requested_by": started_by(requested_by),
     }
-    run_deployment(ROLLBACK_DEPLOYMENT, parameters, f"rollback:{site}:{app_id}:{uuid4()}", wait)
+    run_deployment(ROLLBACK, parameters, f"rollback:{site}:{app_id}:{uuid4()}", wait)
 
 
 @audit.callback()
@@ -223,7 +232,7 @@ def subscriptions_group() -> None:
 
 @subscriptions.command("list")
 def subscriptions_list(config: ConfigFile = None) -> None:
-    """The subscription handles we hold on the source site (QRS itself cannot list them)."""
+    """The change subscriptions qs-promoter holds on the source site (the QMC does not show them)."""
     from promoter.subscriptions import list_subscriptions
 
     settings = settings_or_exit(config)
@@ -240,7 +249,7 @@ def subscriptions_list(config: ConfigFile = None) -> None:
 
 @subscriptions.command("ensure")
 def subscriptions_ensure(config: ConfigFile = None) -> None:
-    """Subscribe anew now (no gap) and delete the handles replaced, as the keeper does every minute."""
+    """Renew the change subscriptions now, without a gap, as qs-promoter does every minute."""
     from promoter.subscriptions import ensure_subscriptions
 
     renewal = asyncio.run(ensure_subscriptions(settings_or_exit(config)))
@@ -253,7 +262,7 @@ def subscriptions_ensure(config: ConfigFile = None) -> None:
 def subscriptions_drop(config: ConfigFile = None) -> None:
     """Delete our subscriptions from the source site (uninstall, or a move to another webhook URL).
 
-    Stop the keeper first (pause keep-subscriptions/qs-promoter), or it subscribes again within a minute.
+    Stop the keeper first (pause keep-subscriptions/every-minute), or it subscribes again within a minute.
     """
     from promoter.subscriptions import drop_subscriptions
 
@@ -320,9 +329,10 @@ def current_account() -> str:
 
 
 def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: bool) -> None:
-    """Create a flow run of ``deployment``, print its URL, and with ``wait`` follow it to the end."""
+    """Create a flow run of ``deployment``, print its name and URL, and with ``wait`` follow it to
+    the end with a progress bar, then print what it did."""
     from promoter.cli.doctor import prefect_api_url
-    from promoter.deployments.orchestration import run_url, start_run, with_prefect
+    from promoter.prefect_api import run_url, start_run, with_prefect
 
     api_url, _ = prefect_api_url()
     try:
@@ -333,24 +343,66 @@ def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: 
         typer.echo(f"error: could not start {deployment} at {api_url}: {type(exc).__name__}: {exc}", err=True)
         typer.echo("hint: is the stack running (`qs-promoter up`) and PREFECT_API_URL right?", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"flow run {run.name} ({run.id}): {run_url(api_url, run.id)}")
+    link = run_url(api_url, run.id)
+    typer.echo(f"flow run {run.name!r} ({run.id}): {link}")
     if not wait:
         return
-    final = asyncio.run(with_prefect(api_url, lambda client: follow(client, run.id)))
-    assert final.state is not None
-    typer.echo(f"{final.state.name}: {final.state.message or ''}".rstrip(": "))
-    if not final.state.is_completed():
+    try:
+        final = follow_in_terminal(api_url, run.id)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped following; the run goes on: {link}", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"{final.name}: {final.state}" + (f": {final.message}" if final.message else ""))
+    for summary in final_summaries(api_url, run.id):
+        show_markdown(summary)
+    if not final.completed:
         raise typer.Exit(1)
 
 
-async def follow(client: PrefectClient, run_id: UUID) -> FlowRun:
-    """Print each state the run passes through until it is final."""
-    last = None
-    while True:
-        run = await client.read_flow_run(run_id)
-        if run.state is not None and run.state.name != last:
-            last = run.state.name
-            typer.echo(f"  {last}")
-        if run.state is not None and run.state.is_final():
-            return run
-        await asyncio.sleep(WAIT_POLL_SECONDS)
+def follow_in_terminal(api_url: str, run_id: UUID) -> RunProgress:
+    """A progress bar of the run until it ends: its state and steps done, filled by the run's
+    progress artifacts (export, uploads) when it has any, pulsing until then."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from promoter.prefect_api import follow_run, with_prefect
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+    with Progress(*columns, TimeElapsedColumn()) as bar:
+        shown = bar.add_task("Scheduled: waiting for the executor", total=None)
+
+        def seen(progress: RunProgress) -> None:
+            known = progress.final or progress.percent is not None
+            bar.update(
+                shown,
+                description=escape(f"{progress.state}: {progress.steps_done} step(s) done"),
+                total=100 if known else None,
+                completed=100 if progress.final else progress.percent or 0,
+            )
+
+        return asyncio.run(with_prefect(api_url, lambda c: follow_run(c, run_id, seen, WAIT_POLL_SECONDS)))
+
+
+def final_summaries(api_url: str, run_id: UUID) -> list[str]:
+    """The markdown the run left (a promotion's summary); none when Prefect cannot be read now."""
+    from promoter.prefect_api import run_summaries, with_prefect
+
+    try:
+        return asyncio.run(with_prefect(api_url, lambda c: run_summaries(c, run_id)))
+    except Exception:  # the outcome line is printed already; the summary is a bonus
+        return []
+
+
+def show_markdown(text: str) -> None:
+    """Markdown (escaped app names and all) as the terminal can show it."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(text))

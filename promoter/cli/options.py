@@ -57,6 +57,7 @@ RequestedBy = Annotated[
     typer.Option(
         "--requested-by",
         envvar="QSP_REQUESTED_BY",
+        metavar="DOMAIN\\USER",
         help="Who asks (DOMAIN\\user); the ledger records it beside the OS account and host of this command.",
         show_default=False,
     ),

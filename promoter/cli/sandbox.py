@@ -39,6 +39,15 @@ DataOption = Annotated[
         help="Folder for the sites' apps and state; a temporary folder (removed at exit) if not given.",
     ),
 ]
+InProcessOption = Annotated[
+    bool,
+    typer.Option(
+        "--in-process",
+        help="Run all sites in this one process. By default, with more than one site, each site runs"
+        " in a process of its own, as separate Qlik servers do, so one site's transfer does not"
+        " slow another's.",
+    ),
+]
 
 
 def parse_site(text: str) -> tuple[str, tuple[str, int]]:
@@ -51,7 +60,9 @@ def parse_site(text: str) -> tuple[str, tuple[str, int]]:
 
 
 @app.command()
-def up(site: SiteOption, certs: CertsOption, data: DataOption = None) -> None:
+def up(
+    site: SiteOption, certs: CertsOption, data: DataOption = None, in_process: InProcessOption = False
+) -> None:
     """Run sandbox Qlik sites until Ctrl+C (SIGINT) or SIGTERM; prints one line per listening site."""
     from promoter.sandbox.server import Sandbox  # uvicorn and friends only when the sandbox runs
 
@@ -63,7 +74,7 @@ def up(site: SiteOption, certs: CertsOption, data: DataOption = None) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(sites, certs, data_dir) as sandbox:
+        with Sandbox(sites, certs, data_dir, processes=False if in_process else None) as sandbox:
             for running in sandbox.sites.values():
                 typer.echo(f"{running.name}\t{running.base_url}\t{running.cert_dir}", color=False)
             while not stop.wait(0.5):  # a timed wait stays interruptible on Windows

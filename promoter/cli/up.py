@@ -59,10 +59,11 @@ def up(
 ) -> None:
     """Run the whole service on this machine until Ctrl-C: Prefect server, executor and webhook.
 
-    Starts what is missing: a Prefect server (unless PREFECT_API_URL is set), the work pool, the
-    deployments from prefect.yaml, the zombie-run automation, the executor (`qs-promoter
-    executor`; with --executor process a Prefect process worker instead) and the webhook. An
-    executor that exits for its planned restart is started again. Ctrl-C or SIGTERM stops what it
+    Starts what is missing: a Prefect server (unless PREFECT_API_URL is set), the flows it runs
+    (work pool, deployments, and an automation that fails runs whose process died), the executor
+    that runs them (`qs-promoter executor`; with --executor process, a Prefect worker instead) and
+    the webhook that receives the source site's changes. An executor that exits for its planned
+    restart is started again. When all is up it prints what to do next. Ctrl-C stops what it
     started, the executor first.
     """
     settings = settings_or_exit(config)
@@ -103,6 +104,8 @@ def up(
             f"webhook:    {settings.webhook.public_base_url} (QRS calls it; local {stack.webhook_local_url})"
         )
         echo(f"logs:       {options.log_dir}")
+        echo("")
+        echo(next_steps(settings, options.config, stack.ui_url))
         echo("Press Ctrl-C to stop.")
         died = stack.watch()
         if died is not None:
@@ -112,6 +115,25 @@ def up(
         echo("stopped")
     if died is not None:
         raise typer.Exit(1)
+
+
+def next_steps(settings: Settings, config: Path, ui_url: str) -> str:
+    """What an admin does once everything is up: check, approve a first app, watch it in the UI."""
+    names = settings.properties
+    site = next(iter(settings.target_sites), "<target site>")
+    qmc = f"https://{settings.source_site.public_fqdn or settings.source_site.host}/qmc"
+    return "\n".join(
+        [
+            "Ready. Next:",
+            f'  1. In another window: qs-promoter doctor --config "{config}"',
+            "     (sites, certificates, Qlik setup, email, S3, this Prefect server and the webhook;",
+            "     it says what to fix, e.g. run qs-promoter qlik setup).",
+            f"  2. In the source site's QMC ({qmc}): Apps, pick an app published to a stream, Edit,",
+            f"     set {names.promote_to_server} = '{site} - Duplicate', {names.promote_to_stream} =",
+            f"     a stream of {site}, {names.promotion_approval} = Approve; Apply.",
+            f"  3. Watch the promotion in the Prefect UI: {ui_url}/runs",
+        ]
+    )
 
 
 def state_folder(config: Path | None, state_dir: Path | None) -> Path:

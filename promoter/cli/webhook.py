@@ -50,7 +50,7 @@ def serve(
     """Listen on webhook.host:webhook.port for the notifications QRS posts to the subscription URLs.
 
     Needs PREFECT_API_URL. Notifications are stored in webhook.outbox_path before QRS gets its
-    answer, and submitted to the handle-app-change/qs-promoter deployment in the background.
+    answer, and submitted to the handle-app-change/on-qrs-change deployment in the background.
     """
     from promoter.subscriptions import last_subscription_check
     from promoter.webhook.address import require_tls_files

@@ -23,7 +23,6 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
-from promoter.deployments.orchestration import recent_runs, run_states, with_prefect
 from promoter.deployments.stack import (
     IN_PROCESS,
     ExecutorKind,
@@ -34,6 +33,7 @@ from promoter.deployments.stack import (
     project_dir,
 )
 from promoter.errors import PromoterError
+from promoter.prefect_api import HANDLE_CHANGE, recent_runs, run_states, with_prefect
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
@@ -49,7 +49,6 @@ PREFECT_PORT = 4200
 WEBHOOK_PORT = 8787
 STEP_TIMEOUT = 120.0
 APP_NAME = "Sales Dashboard"
-HANDLE_DEPLOYMENT = "handle-app-change/qs-promoter"
 # Kept between runs: the Prefect database (its history shows in the UI, and a restart is faster).
 KEEP = {"prefect"}
 
@@ -323,7 +322,7 @@ class Demo:
         """(name, state) of this session's handle-app-change runs (earlier demos' runs stay in the DB)."""
         assert self.stack is not None
         api = self.stack.api_url
-        return run(with_prefect(api, lambda client: run_states(client, HANDLE_DEPLOYMENT, self.started_at)))
+        return run(with_prefect(api, lambda client: run_states(client, HANDLE_CHANGE, self.started_at)))
 
     def _handled(self) -> bool:
         runs = self._handle_runs()

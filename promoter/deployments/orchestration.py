@@ -1,40 +1,27 @@
 """The Prefect API calls that set up and tidy an installation: work pool, deployments, automation, runs.
 
-Used by `up` (``promoter.deployments.stack``), `doctor`, `promote`/`rollback` and the demo. Each call takes a
-``PrefectClient``; ``with_prefect()`` makes one for a given API URL. Prefect is imported inside
-the functions, so the core and the CLI's start stay free of it.
+Used by `up` (``promoter.deployments.stack``) and the executor. Each call takes a ``PrefectClient``
+(``promoter.prefect_api.with_prefect`` makes one for a given API URL); starting and reading runs is
+``promoter.prefect_api``'s. Prefect is imported inside the functions, so the CLI starts fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID
+from typing import TYPE_CHECKING
 
+from promoter.prefect_api import DEPLOYMENTS, flow_of
 from promoter.reconcile import MAINTENANCE_FLOWS
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
-T = TypeVar("T")
-
 ZOMBIE_AUTOMATION = "qs-promoter-crash-zombie-flow-runs"
 # Our worker's flow runs send a heartbeat this often; a run silent for ZOMBIE_AFTER is crashed.
 HEARTBEAT_SECONDS = 60
 ZOMBIE_AFTER = timedelta(seconds=5 * HEARTBEAT_SECONDS)
 ACTIVE_STATES = ("RUNNING", "PENDING", "CANCELLING")
-
-
-async def with_prefect(api_url: str, call: Callable[[PrefectClient], Awaitable[T]]) -> T:
-    """Run ``call(client)`` with a client of ``api_url``, whatever this process's Prefect settings say."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        async with get_client() as client:
-            return await call(client)
 
 
 async def ensure_work_pool(client: PrefectClient, name: str) -> bool:
@@ -61,6 +48,66 @@ async def deployment_names(client: PrefectClient, pool: str) -> list[str]:
     )
     flows = {f.id: f.name for f in await client.read_flows()}
     return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
+
+
+async def retire_deployments(client: PrefectClient, pool: str) -> tuple[list[str], list[str]]:
+    """Delete the deployments of our flows in ``pool`` that prefect.yaml no longer names (the
+    ``<flow>/qs-promoter`` of earlier versions): a retired schedule would otherwise go on ticking
+    next to the new one. Returns (deleted, kept).
+
+    A retired deployment with a run still waiting or going (a backlog of changes, a promotion
+    under way) is kept until a later `up`, so that run can still load its flow; it has no
+    schedule of its own unless it is a maintenance flow's, and those are always deleted (the
+    new deployment's next tick does the same work). Deleting a deployment deletes its
+    scheduled runs.
+    """
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    ours = {flow_of(d) for d in DEPLOYMENTS}
+    flows = {f.id: f.name for f in await client.read_flows()}
+    in_pool = await client.read_deployments(
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+    )
+    unfinished = FlowRunFilterStateType(
+        any_=[
+            StateType.SCHEDULED,
+            StateType.PENDING,
+            StateType.RUNNING,
+            StateType.PAUSED,
+            StateType.CANCELLING,
+        ]
+    )
+    deleted: list[str] = []
+    kept: list[str] = []
+    for deployment in in_pool:
+        flow = flows.get(deployment.flow_id, "")
+        name = f"{flow}/{deployment.name}"
+        if flow not in ours or name in DEPLOYMENTS:
+            continue
+        waiting = (
+            []
+            if flow in MAINTENANCE_FLOWS
+            else await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=unfinished)),
+                limit=1,
+            )
+        )
+        if waiting:
+            kept.append(name)
+        else:
+            await client.delete_deployment(deployment.id)
+            deleted.append(name)
+    return sorted(deleted), sorted(kept)
 
 
 async def ensure_zombie_automation(client: PrefectClient) -> bool:
@@ -97,21 +144,6 @@ async def ensure_zombie_automation(client: PrefectClient) -> bool:
     )
     await client.create_automation(automation)
     return True
-
-
-async def start_run(
-    client: PrefectClient,
-    deployment: str,
-    parameters: dict[str, Any] | None = None,
-    *,
-    idempotency_key: str | None = None,
-    tags: list[str] | None = None,
-) -> FlowRun:
-    """Create a flow run of ``deployment`` (``flow/deployment``); the worker picks it up."""
-    found = await client.read_deployment_by_name(deployment)
-    return await client.create_flow_run_from_deployment(
-        found.id, parameters=parameters, idempotency_key=idempotency_key, tags=tags
-    )
 
 
 async def active_runs(client: PrefectClient, pool: str) -> list[FlowRun]:
@@ -169,33 +201,3 @@ async def worker_seen(client: PrefectClient, pool: str, name: str, since: dateti
         w.name == name and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since
         for w in workers
     )
-
-
-async def run_states(client: PrefectClient, deployment: str, since: datetime) -> list[tuple[str, str]]:
-    """(name, state type) of the runs of ``deployment`` created after ``since``, oldest first."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    found = await client.read_deployment_by_name(deployment)
-    runs = await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])),
-        sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-    )
-    return [
-        (r.name, r.state.type.value if r.state else "?")
-        for r in runs
-        if r.created is not None and r.created >= since
-    ]
-
-
-async def recent_runs(client: PrefectClient, limit: int = 20) -> list[tuple[str, str]]:
-    """(name, state name) of the newest flow runs, for a report after a failure."""
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    runs = await client.read_flow_runs(limit=limit, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
-    return [(r.name, r.state.name if r.state else "?") for r in runs]
-
-
-def run_url(api_url: str, run_id: UUID) -> str:
-    """Where the Prefect UI shows a flow run."""
-    return f"{api_url.removesuffix('/api')}/runs/flow-run/{run_id}"

@@ -48,11 +48,11 @@ from promoter.deployments.orchestration import (
     deployment_names,
     ensure_work_pool,
     ensure_zombie_automation,
-    start_run,
-    with_prefect,
+    retire_deployments,
     worker_seen,
 )
 from promoter.errors import PromoterError
+from promoter.prefect_api import DEPLOYMENTS, KEEP_SUBSCRIPTIONS, UP_TAGS, start_run, with_prefect
 from promoter.settings import Settings
 from promoter.webhook.address import WebhookAddress, local_address, unreachable_reason
 
@@ -63,9 +63,12 @@ T = TypeVar("T")
 
 PROJECT_FILE = "prefect.yaml"
 WORK_POOL = "qs-promoter"  # the pool prefect.yaml deploys to
-KEEPER_DEPLOYMENT = "keep-subscriptions/qs-promoter"
 # Flow runs older than this are removed from the Prefect database (a 60 s schedule makes 1,440 a day).
 RETENTION_SECONDS = 30 * 24 * 3600
+# The longest a run waits before asking again for a concurrency slot it was denied (Prefect 3.9.1's
+# ServerConcurrencySettings.maximum_concurrency_slot_wait_seconds); our slots are held for seconds.
+SLOT_WAIT_SETTING = "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"
+SLOT_WAIT_SECONDS = 1.0
 # Concurrency-slot leases on disk (under PREFECT_HOME), so they outlive a server restart.
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 # In the state folder while `up` runs: which Prefect server it uses (doctor reads it).
@@ -211,6 +214,10 @@ class Stack:
                 # Leases kept in memory are lost when the server restarts, and the slots they held
                 # (a qsp-app-* lock, the keeper's limit of 1) are then never given back.
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+                # A run denied a slot (its app's lock, a site's limit) is told to ask again after
+                # the limit's average hold times the queue, up to 30 s by default: in a burst the
+                # slots stood free while the waiting runs slept (100 approvals: 437 s, CPU idle).
+                SLOT_WAIT_SETTING: f"{SLOT_WAIT_SECONDS:g}",
             }
         )
         env.pop("PREFECT_API_URL")  # the server must not think it is a client of another one
@@ -322,8 +329,20 @@ class Stack:
         )
         if code != 0:
             raise StackError(f"registering the deployments failed (exit {code}):\n{tail}")
-        names = self._prefect(lambda c: deployment_names(c, self.settings.prefect.work_pool))
+        pool = self.settings.prefect.work_pool
+        names = self._prefect(lambda c: deployment_names(c, pool))
+        missing = [name for name in DEPLOYMENTS if name not in names]
+        if missing:
+            raise StackError(
+                f"{project / PROJECT_FILE} did not register {', '.join(missing)}: is it this version's?"
+            )
+        deleted, kept = self._prefect(lambda c: retire_deployments(c, pool))
+        names = [name for name in names if name not in deleted]
         self.echo(f"deployments: {', '.join(names)} ({time.monotonic() - began:.1f} s)")
+        if deleted:
+            self.echo(f"deployments of an earlier version deleted: {', '.join(deleted)}")
+        if kept:
+            self.echo(f"deployments of an earlier version kept while their runs finish: {', '.join(kept)}")
 
     def _ensure_zombie_automation(self) -> None:
         created = self._prefect(ensure_zombie_automation)
@@ -408,8 +427,8 @@ class Stack:
 
     def _start_keeper(self) -> None:
         """Run keep-subscriptions now: notifications flow at once, not only at the first 60 s tick."""
-        run = self._prefect(lambda c: start_run(c, KEEPER_DEPLOYMENT, tags=["qs-promoter-up"])).name
-        self.echo(f"{KEEPER_DEPLOYMENT}: first run {run} requested (then every 60 s)")
+        run = self._prefect(lambda c: start_run(c, KEEP_SUBSCRIPTIONS, tags=UP_TAGS)).name
+        self.echo(f"{KEEP_SUBSCRIPTIONS}: first run {run!r} requested (then every 60 s)")
 
     # -- run and stop ----------------------------------------------------------------------
 

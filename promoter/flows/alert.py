@@ -7,9 +7,10 @@ from uuid import UUID
 from prefect import flow
 
 from promoter.flows.handle import handle_app_change
+from promoter.prefect_api import name_at_start
 
 
-@flow(name="alert-on-publish", flow_run_name="alert-on-publish-{app_id}")
+@flow(name="alert-on-publish", flow_run_name=name_at_start("alert-on-publish"))
 async def alert_on_publish(
     app_id: UUID, published_to: UUID | None = None, published_at: str | None = None
 ) -> str:

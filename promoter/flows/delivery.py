@@ -11,7 +11,6 @@ again by their secret temporary names, and Prefect persists the site's result, n
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from uuid import UUID
@@ -26,12 +25,12 @@ from promoter.ledger import Backup
 from promoter.outcome import Placement, SiteOutcome
 from promoter.planning import SitePlan, plan_site
 from promoter.provenance import UploadSlot, copy_name, upload_name
-from promoter.qrs import steps
+from promoter.qrs import steps, transfer
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import any_of, eq
 from promoter.qrs.models import App
 from promoter.settings import Settings
-from promoter.tasks import ledger, run, site
+from promoter.tasks import ledger, site
 from promoter.tasks.policy import TRANSIENT_RETRIES
 from promoter.tasks.versioning import store_backup
 
@@ -85,7 +84,8 @@ async def deliver_to_site(
     backups: list[Backup] = []
     plan: SitePlan | None = None
     try:
-        async with run.holding(run.site_limit(target.site)), site.connect(target.site) as qrs:
+        # The site's concurrency slot is the run's to take (run.holding, one request for all sites).
+        async with site.connect(target.site) as qrs:
             plan = await plan_for_site(qrs, target, app)
             for note in plan.notes:
                 log.info("%s: %s", target.site, note)
@@ -174,10 +174,9 @@ async def place(
         plan = await resume_duplicates(qrs, plan, app.name, description, slot, placements)
         if not plan.needs_upload:
             return
-    # Adopts the upload an earlier attempt made (found by its secret name), or uploads the file.
-    upload = await steps.upload_once(
-        qrs, exported, upload_name(app.name, slot), slot.began, log=get_run_logger()
-    )
+    # Adopts the upload an earlier attempt made (found by its secret name), or uploads the file
+    # (following it while the export still lands: see site.exporting).
+    upload = await site.upload(qrs, exported, upload_name(app.name, slot), slot.began)
     published: list[UUID] = []  # apps this attempt published: taken back if the site fails
     try:
         for replacement in plan.replace:
@@ -234,7 +233,7 @@ async def verify(
     """
     if not placements:
         return
-    size = (await asyncio.to_thread(exported.stat)).st_size
+    size = await transfer.file_size(exported, plan.site)
     # A replaced app keeps the name it had on the site (a replace never renames); the others
     # were published under the source app's name.
     kept_names = {r.app_id: r.found.name for r in plan.replace if r.found is not None}

@@ -12,20 +12,14 @@ from promoter.authorization import AuthorizationResult, authorize
 from promoter.errors import QrsNotFound
 from promoter.flows.promotion import SOURCE, alert, deny, outdated, promote, refuse
 from promoter.mail_headers import one_line
-from promoter.outcome import change_run_name, named_by_us
+from promoter.prefect_api import name_at_start
 from promoter.qrs.models import App, Stream, StreamCondensed, UserCondensed
 from promoter.settings import Settings, load_settings
 from promoter.tasks import ledger, run, site
 
-
-def change_run() -> str:
-    """The run's name at its start: the one the webhook or reconcile created it with (the change and
-    the app's name), else the change in words; the decision renames it later (run.label_run)."""
-    given = flow_run.name
-    if given and named_by_us(given):
-        return given
-    parameters = flow_run.parameters
-    return change_run_name(str(parameters.get("trigger", "updated")), str(parameters.get("app_id")))
+# The run's name at its start: the one the webhook or reconcile created it with (the change and the
+# app's name), else the change in words; the decision renames it later (run.label_run).
+change_run = name_at_start("handle-app-change")
 
 
 @flow(name="handle-app-change", flow_run_name=change_run, timeout_seconds=6 * 3600)

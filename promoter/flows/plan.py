@@ -26,6 +26,7 @@ from promoter.flows.handle import who_asked_may
 from promoter.flows.promotion import SOURCE, app_summary, recipients
 from promoter.mail_headers import one_line
 from promoter.manual import manual_decision, requester
+from promoter.prefect_api import name_at_start
 from promoter.promotion_plan import (
     MANUAL_ALLOWED,
     PlannedSite,
@@ -40,7 +41,7 @@ from promoter.settings import Settings, load_settings
 from promoter.tasks import lineage, site
 
 
-@flow(name="plan-promotion", flow_run_name="plan-{app_id}", timeout_seconds=900)
+@flow(name="plan-promotion", flow_run_name=name_at_start("plan-promotion"), timeout_seconds=900)
 async def plan_promotion(
     app_id: UUID,
     sites: list[str] | None = None,

@@ -12,11 +12,12 @@ from promoter.errors import PromoterError
 from promoter.flows.promotion import SOURCE, promote
 from promoter.manual import manual_decision, requester
 from promoter.outcome import SiteOutcome
+from promoter.prefect_api import name_at_start
 from promoter.settings import load_settings
 from promoter.tasks import run, site
 
 
-@flow(name="promote-app", flow_run_name="manual-promote-{app_id}", timeout_seconds=6 * 3600)
+@flow(name="promote-app", flow_run_name=name_at_start("promote-app"), timeout_seconds=6 * 3600)
 async def promote_app(
     app_id: UUID,
     sites: list[str] | None = None,

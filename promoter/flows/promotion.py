@@ -35,7 +35,7 @@ from promoter.provenance import Provenance, describe, upload_token
 from promoter.qrs.models import App, qrs_now
 from promoter.settings import Settings
 from promoter.tasks import ledger, lineage, run, site
-from promoter.tasks.mail import send_email
+from promoter.tasks.mail import IntendedTargetsEmail, send_email
 from promoter.tasks.versioning import store_version
 
 SOURCE = "source"
@@ -100,8 +100,26 @@ async def promote(
     A site where none of the requested streams exist fails, so the source app is unpublished or
     stripped only when every requested site received it.
 
-    ``approved`` is False for promote-on-reload and manual runs: no approval email then.
+    ``approved`` is False for promote-on-reload and manual runs: no approval email then. The
+    intended-targets email waits (email.intended_targets_wait_seconds): a promotion done by then
+    sends one results email that carries it.
     """
+    intended = IntendedTargetsEmail(request_key, settings.email.intended_targets_wait_seconds)
+    try:
+        return await _promote(app, decision, settings, request_key, intended, approved=approved)
+    finally:
+        await intended.settle()  # a run that failed before its results email sends it now
+
+
+async def _promote(
+    app: App,
+    decision: Decision,
+    settings: Settings,
+    request_key: str,
+    intended_email: IntendedTargetsEmail,
+    *,
+    approved: bool,
+) -> list[SiteOutcome]:
     log = get_run_logger()
     by = asked_by(decision.request)
     await run.label_run(run_name("promote", app.name, decision.approver, by=by))
@@ -133,47 +151,19 @@ async def promote(
                 summary, approver=decision.approver or "", sender=sender, to=to, subjects=subjects
             ),
         )
+    intended = [mail.IntendedTarget(t.site, t.streams, t.mode.value.capitalize()) for t in decision.targets]
     if decision.notify:
-        intended = [
-            mail.IntendedTarget(t.site, t.streams, t.mode.value.capitalize()) for t in decision.targets
-        ]
-        await send_email(
-            request_key,
-            "intended",
-            mail.render_intended_targets(summary, intended, sender=sender, to=to, subjects=subjects),
+        await intended_email.hold(
+            mail.render_intended_targets(summary, intended, sender=sender, to=to, subjects=subjects)
         )
 
     work = settings.work_dir / upload_token(request_key, SOURCE)
     exported = work / "app.qvf"
-    await site.export_app(SOURCE, app.id, exported)
-    s3_key, version_id = await version(app, decision, settings, request_key, promotion_id, work)
-
-    provenance = Provenance(
-        source_node=settings.source_site.host,
-        source_app_id=str(app.id),
-        approver=decision.approver or "",
-        owner=app.owner.account,
-        promoted_at=qrs_now(),
-        s3_version_id=version_id,
-    )
-    # A new run of a request that failed before (a replayed notification) skips the sites
-    # that attempt finished: Duplicate would otherwise add a second copy there.
-    earlier = {r.site: r for r in await ledger.site_results(promotion_id)}
-
-    async def site_outcome(target: Target) -> SiteOutcome:
-        before = earlier.get(target.site)
-        if before is not None and before.status == "done":
-            known = await ledger.known_targets(app.id, target.site)
-            log.info("%s: promoted by an earlier attempt of this request; not promoted again", target.site)
-            return resumed(target, before, known)
-        outcome = await deliver(target, app, exported, describe(provenance), request_key, settings, work)
-        if before is not None and before.backups:
-            # The first backup of an app is the one from before this promotion: a rollback wants it.
-            outcome = replace(outcome, backups=before.backups + outcome.backups)
-        await ledger.record_site(promotion_id, app.id, outcome)
-        return outcome
-
-    outcomes = list(await asyncio.gather(*(site_outcome(target) for target in decision.targets)))
+    async with site.sharing_clients():  # one QRS client (TLS context, connections) per site
+        s3_key, version_id = await version(app, decision, settings, request_key, promotion_id, work)
+        outcomes = await export_and_deliver(
+            app, decision, settings, request_key, promotion_id, exported, version_id
+        )
 
     failed = failure_summary(outcomes)
     if not failed and decision.unpublish:
@@ -189,6 +179,8 @@ async def promote(
             # A held site (drift guard) waits on the approver's say: told even when not copied in.
             to = await addresses(settings, app, decision.approver)
         results = [o.for_mail(version_id, hub_links(settings)) for o in outcomes]
+        # Done before the intended-targets email was due: this one email says both.
+        carried = await intended_email.carried_by_results()
         message = mail.render_promotion_results(
             summary,
             results,
@@ -196,10 +188,12 @@ async def promote(
             to=to,
             s3_key=s3_key,
             s3_version_id=version_id,
+            intended=intended if carried else None,
             subjects=subjects,
         )
         # An incomplete run tells the owner once; the run that completes it sends the results.
-        await send_email(request_key, "results-incomplete" if failed else "results", message)
+        kind = "results-incomplete" if failed else "results"
+        await send_email(request_key, kind, message, carries=("intended",) if carried else ())
     await run.report(
         f"promotion-{app.id}",
         artifact_rows(outcomes, version_id, hub_links(settings)),
@@ -220,6 +214,56 @@ async def promote(
         raise PromotionFailed(f"promotion of {app.id} incomplete: {failed}")
     await run.discard_work(work)
     return outcomes
+
+
+async def export_and_deliver(
+    app: App,
+    decision: Decision,
+    settings: Settings,
+    request_key: str,
+    promotion_id: int,
+    exported: Path,
+    version_id: str | None,
+) -> list[SiteOutcome]:
+    """Export the app once and deliver it to every target site in parallel, in one pass over the bytes.
+
+    The sites upload the export while it lands (site.exporting): each follows the file as it
+    grows, so no site waits for the whole download, and a site whose upload fails starts again
+    from the file without slowing the others. The sites' concurrency slots are taken in one request.
+    """
+    log = get_run_logger()
+    provenance = Provenance(
+        source_node=settings.source_site.host,
+        source_app_id=str(app.id),
+        approver=decision.approver or "",
+        owner=app.owner.account,
+        promoted_at=qrs_now(),
+        s3_version_id=version_id,
+    )
+    # A new run of a request that failed before (a replayed notification) skips the sites
+    # that attempt finished: Duplicate would otherwise add a second copy there.
+    earlier = {r.site: r for r in await ledger.site_results(promotion_id)}
+
+    async def site_outcome(target: Target) -> SiteOutcome:
+        before = earlier.get(target.site)
+        if before is not None and before.status == "done":
+            known = await ledger.known_targets(app.id, target.site)
+            log.info("%s: promoted by an earlier attempt of this request; not promoted again", target.site)
+            return resumed(target, before, known)
+        description = describe(provenance)
+        outcome = await deliver(target, app, exported, description, request_key, settings, exported.parent)
+        if before is not None and before.backups:
+            # The first backup of an app is the one from before this promotion: a rollback wants it.
+            outcome = replace(outcome, backups=before.backups + outcome.backups)
+        await ledger.record_site(promotion_id, app.id, outcome)
+        return outcome
+
+    waiting = [t for t in decision.targets if getattr(earlier.get(t.site), "status", None) != "done"]
+    async with (
+        run.holding(*(run.site_limit(t.site) for t in waiting)),
+        site.exporting(SOURCE, app.id, exported),
+    ):
+        return list(await asyncio.gather(*(site_outcome(target) for target in decision.targets)))
 
 
 async def version(

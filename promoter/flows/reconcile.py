@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger
 
 from promoter.errors import PromoterError
+from promoter.prefect_api import HANDLE_CHANGE, name_at_start
 from promoter.qrs.models import qrs_now
 from promoter.reconcile import (
-    DEFAULT_DEPLOYMENT,
     PENDING_LIMIT,
     RETRY_LIMIT,
     RETRY_WINDOW,
@@ -42,9 +42,9 @@ from promoter.tasks.reconcile import (
 )
 
 
-@flow(name="reconcile", flow_run_name="reconcile missed changes", timeout_seconds=1800)
+@flow(name="reconcile", flow_run_name=name_at_start("reconcile"), timeout_seconds=1800)
 async def reconcile(
-    deployment_name: str = DEFAULT_DEPLOYMENT,
+    deployment_name: str = HANDLE_CHANGE,
     settle_seconds: float = 120.0,
     leftover_age_minutes: float = 60.0,
     retry_limit: int = RETRY_LIMIT,

@@ -10,12 +10,13 @@ from prefect.runtime import flow_run
 from promoter.errors import PromoterError
 from promoter.flows.delivery import upload_for
 from promoter.manual import requester
+from promoter.prefect_api import name_at_start
 from promoter.settings import load_settings
 from promoter.tasks import ledger, lineage, run, site
 from promoter.tasks.versioning import fetch_backup
 
 
-@flow(name="rollback-app", flow_run_name="rollback-{site_name}-{target_app_id}", timeout_seconds=6 * 3600)
+@flow(name="rollback-app", flow_run_name=name_at_start("rollback-app"), timeout_seconds=6 * 3600)
 async def rollback_app(
     site_name: str, target_app_id: UUID, version_id: str | None = None, requested_by: str | None = None
 ) -> str:

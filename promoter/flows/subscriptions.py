@@ -9,11 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from promoter.errors import PromoterError
+from promoter.prefect_api import name_at_start
 from promoter.subscriptions import watch_seconds
 from promoter.tasks.subscriptions import renew_subscriptions, watch_source_site
 
 
-@flow(name="keep-subscriptions", flow_run_name="keep subscriptions", timeout_seconds=600)
+@flow(name="keep-subscriptions", flow_run_name=name_at_start("keep-subscriptions"), timeout_seconds=600)
 async def keep_subscriptions(
     duration_seconds: float | None = None, probe_interval_seconds: float = 2.0
 ) -> str:

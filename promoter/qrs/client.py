@@ -48,7 +48,7 @@ from promoter.qrs.responses import (
 )
 from promoter.qrs.retry import RetryPolicy
 from promoter.qrs.tls import closed_connection_hint, site_tls
-from promoter.qrs.transfer import CHUNK_BYTES, Progress, UploadBody, save_stream
+from promoter.qrs.transfer import Progress, UploadBody, file_size, land_stream, landing_at, save_stream
 from promoter.settings import Settings, SiteSettings
 
 __all__ = ["QrsClient", "RetryPolicy", "new_xrfkey", "not_our_upload", "qlik_user_header"]
@@ -448,6 +448,8 @@ class QrsClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _download(self, download_path: str, dest: Path, progress: Progress | None) -> int:
+        """GET the export into ``dest``: in place for the uploads that follow it (see
+        transfer.landing), else through a hidden temporary name."""
         try:
             path, query = download_location(download_path)
         except ValueError as exc:
@@ -456,9 +458,18 @@ class QrsClient:
         params = dict(parse_qsl(query, keep_blank_values=True))
         started = time.perf_counter()
         response = await self._send("GET", path, params, stream=True, transfer=True)
+        landing = landing_at(dest)
         try:
             with self._translated("GET", path):
-                received = await save_stream(response.aiter_bytes(CHUNK_BYTES), dest, progress)
+                # Socket reads as they come (no re-chunking copies); writes are batched per MB.
+                if landing is None:
+                    received = await save_stream(response.aiter_bytes(), dest, progress)
+                else:
+                    size = _content_length(response)
+                    try:
+                        received = await land_stream(response.aiter_bytes(), landing, size, progress)
+                    except ValueError as exc:  # fewer bytes than announced: a download cut short
+                        raise QrsError(self.name, "GET", path, None, str(exc)) from None
         finally:
             await response.aclose()
         log.debug("%s: downloaded %d bytes in %.1f s", self.name, received, time.perf_counter() - started)
@@ -479,11 +490,12 @@ class QrsClient:
         that name that passes ``not_our_upload`` (ours, created since ``since`` or this call, with
         the file's size) is the upload that landed unseen, and is adopted instead of a second copy.
         """
-        size = (await asyncio.to_thread(path.stat)).st_size
+        # While the file still lands (an export in progress), its size is the export's Content-Length.
+        size = await file_size(path, self.name)
         began = since or qrs_now()
         attempts = self.retry.attempts
         for attempt in range(1, attempts + 1):
-            body = UploadBody(path, progress)
+            body = UploadBody(path, size, self.name, progress)
             try:
                 response = await self._send(
                     "POST",
@@ -683,6 +695,11 @@ class QrsClient:
                 if value.definition.id == definition.id
             )
         return frozenset(found)
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
 
 
 async def _error_body(response: httpx.Response, limit: int = 1024) -> bytes:

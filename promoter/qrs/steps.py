@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from promoter.errors import QrsError, QrsNotFound
 from promoter.qrs.client import QrsClient, not_our_upload
 from promoter.qrs.filters import any_of, eq
 from promoter.qrs.models import App, Stream, TagCondensed, UserCondensed
+from promoter.qrs.transfer import Progress, file_size
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -39,14 +39,16 @@ async def survey(
     return SiteSurvey(streams, tuple(by_id.values()))
 
 
-async def upload_once(qrs: QrsClient, path: Path, name: str, since: datetime, *, log: Log) -> App:
+async def upload_once(
+    qrs: QrsClient, path: Path, name: str, since: datetime, *, log: Log, progress: Progress | None = None
+) -> App:
     """Upload under the request's secret temporary name, adopting the upload an earlier attempt made.
 
     ``since`` is when the request's first attempt was about to upload. Only an app that
     ``not_our_upload`` accepts is adopted; any other app with the name is left alone, never
     published, and reported, because someone who learnt the name made it.
     """
-    size = (await asyncio.to_thread(path.stat)).st_size
+    size = await file_size(path, qrs.name)  # the export's Content-Length while the file still lands
     ours: list[App] = []
     for app in await qrs.apps(eq("name", name)):
         if app.name != name:
@@ -62,7 +64,7 @@ async def upload_once(qrs: QrsClient, path: Path, name: str, since: datetime, *,
             )  # fmt: skip
     if ours:
         return max(ours, key=lambda app: app.created_date or since)
-    return await qrs.upload_app(path, name, since=since)
+    return await qrs.upload_app(path, name, since=since, progress=progress)
 
 
 async def published_since(qrs: QrsClient, name: str, since: datetime) -> dict[UUID, App]:

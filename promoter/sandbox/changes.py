@@ -24,6 +24,9 @@ class SubscriptionError(ValueError):
         super().__init__(text)
         self.status = status
 
+    def __reduce__(self) -> tuple[type[SubscriptionError], tuple[int, str]]:  # raised across processes
+        return (type(self), (self.status, str(self)))
+
 
 @dataclass(slots=True)
 class Subscription:

@@ -88,9 +88,12 @@ class SiteControls:
             self.faults.append(rule)
         return rule
 
-    def clear_faults(self, rule_id: int | None = None) -> None:
+    def clear_faults(self, rule_id: int | None = None) -> list[FaultRule]:
+        """Remove one rule (or all); returns the rules removed, as they were last."""
         with self._lock:
-            self.faults = [] if rule_id is None else [r for r in self.faults if r.id != rule_id]
+            removed = [r for r in self.faults if rule_id is None or r.id == rule_id]
+            self.faults = [r for r in self.faults if r not in removed]
+        return removed
 
     def set_bandwidth(self, bytes_per_second: int | None) -> None:
         if bytes_per_second is not None and bytes_per_second <= 0:

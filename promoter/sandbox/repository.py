@@ -68,6 +68,9 @@ class QrsFault(Exception):
         self.status = status
         self.text = text
 
+    def __reduce__(self) -> tuple[type[QrsFault], tuple[int, str]]:  # raised across to a parent process
+        return (type(self), (self.status, self.text))
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -144,6 +147,11 @@ def parse_time(text: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=NEVER.tzinfo)
+
+
+def _account_key(directory: Any, user_id: Any) -> tuple[str, str]:
+    """What makes a user the same user on QRS: directory and id, case ignored."""
+    return str(directory).casefold(), str(user_id).casefold()
 
 
 def _id_of(ref: Any) -> str | None:
@@ -267,11 +275,9 @@ class Repository:
     def user_for(self, actor: Actor) -> dict[str, Any]:
         """The User entity of a caller, created on first sight as QRS does for a header user."""
         with self.lock:
+            wanted = _account_key(actor.directory, actor.user_id)
             for user in self._store["user"].values():
-                if (
-                    user["userDirectory"].lower() == actor.directory.lower()
-                    and user["userId"].lower() == actor.user_id.lower()
-                ):
+                if _account_key(user["userDirectory"], user["userId"]) == wanted:
                     return user
             body = {"userId": actor.user_id, "userDirectory": actor.directory, "name": actor.user_id}
             return self._insert("user", body, SYSTEM)
@@ -321,6 +327,16 @@ class Repository:
             for other in self._store[kind].values():
                 if other["name"].lower() == entity["name"].lower() and other["id"] != entity["id"]:
                     raise QrsFault(409, f"A custom property named {entity['name']} already exists")
+        if kind == "user":
+            # QRS identifies a user by directory and id regardless of case: Internal\sa_api is
+            # INTERNAL\sa_api, so a second user that differs only in case is a duplicate.
+            account = _account_key(entity["userDirectory"], entity["userId"])
+            for other in self._store[kind].values():
+                if (
+                    _account_key(other["userDirectory"], other["userId"]) == account
+                    and other["id"] != entity["id"]
+                ):
+                    raise QrsFault(409, f"A user {other['userDirectory']}\\{other['userId']} already exists")
 
     def update(self, kind: str, entity_id: str, body: Any, actor: Actor) -> dict[str, Any]:
         """PUT /qrs/{kind}/{id}: the optimistic-concurrency rule, then merge; unknown fields kept."""

@@ -1,7 +1,8 @@
 """Seed a sandbox site's state directly (for fixtures): streams, users, properties, tags and apps.
 
 Seeding goes through the same repository code as QRS calls (so the journal and notifications see
-it), but skips HTTP; end-to-end tests should still drive the sandbox through QRS calls.
+it), but skips HTTP; end-to-end tests should still drive the sandbox through QRS calls. Given the
+repository of a site in its own process, each helper runs there (``on_site``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from promoter.sandbox import apps
+from promoter.sandbox.remote import on_site
 from promoter.sandbox.repository import SYSTEM, Actor, Repository
 
 
+@on_site
 def seed_stream(repo: Repository, name: str, *, owner: Actor = SYSTEM) -> dict[str, Any]:
     with repo.lock:
         return repo.create("stream", {"name": name, "owner": {"id": repo.user_for(owner)["id"]}}, SYSTEM)
 
 
+@on_site
 def seed_user(
     repo: Repository, directory: str, user_id: str, *, name: str | None = None, email: str | None = None
 ) -> dict[str, Any]:
@@ -31,6 +35,7 @@ def seed_user(
         return repo.update("user", user["id"], body, SYSTEM)
 
 
+@on_site
 def seed_custom_property(
     repo: Repository,
     name: str,
@@ -51,6 +56,7 @@ def seed_custom_property(
         return repo.create("custompropertydefinition", body, SYSTEM)
 
 
+@on_site
 def seed_tag(repo: Repository, name: str) -> dict[str, Any]:
     with repo.lock:
         for tag in repo.tags:
@@ -59,6 +65,7 @@ def seed_tag(repo: Repository, name: str) -> dict[str, Any]:
         return repo.create("tag", {"name": name}, SYSTEM)
 
 
+@on_site
 def seed_app(
     repo: Repository,
     name: str,

@@ -1,9 +1,13 @@
-"""Run sandbox Qlik sites in-process: one HTTPS QRS per site, each with its own CA, in its own thread.
+"""Run sandbox Qlik sites: one HTTPS QRS per site, each with its own CA.
 
 ``Sandbox`` is what tests, benchmarks and the demo use::
 
     with Sandbox({"dev": ("127.0.0.1", 0)}, cert_root, data_dir) as sandbox:
         site = sandbox.sites["dev"]      # site.base_url, site.cert_dir, site.repository
+
+Several sites each run in a process of their own (``SiteProcess``), as separate machines do, so
+one site's transfer does not slow another's; one site runs in this process, in its own thread
+(``SandboxSite``), unless asked otherwise. Both offer the same controls and repository calls.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from promoter.sandbox.notifications import Notifier
 from promoter.sandbox.qrs_api import create_app
 from promoter.sandbox.repository import Repository
 from promoter.sandbox.serving import ServerThread, tcp_listener
+from promoter.sandbox.site_process import SiteProcess
 
 
 def _tracking_protocol(controls: SiteControls) -> type[H11Protocol]:
@@ -130,18 +135,31 @@ class SandboxSite:
 
 
 class Sandbox:
-    """Several sandbox sites, started together and always stopped together."""
+    """Several sandbox sites, started together and always stopped together.
 
-    def __init__(self, sites: Mapping[str, tuple[str, int]], cert_root: Path, data_dir: Path) -> None:
+    ``processes``: each site in a process of its own (True), all in this process (False), or
+    processes when there is more than one site (None, the default).
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, tuple[str, int]],
+        cert_root: Path,
+        data_dir: Path,
+        *,
+        processes: bool | None = None,
+    ) -> None:
         self.cert_root = cert_root
         self.data_dir = data_dir
         self._wanted = dict(sites)
-        self.sites: dict[str, SandboxSite] = {}
+        self.processes = len(self._wanted) > 1 if processes is None else processes
+        self.sites: dict[str, Site] = {}
 
     def start(self) -> Sandbox:
+        kind = SiteProcess if self.processes else SandboxSite
         try:
             for name, (host, port) in self._wanted.items():
-                self.sites[name] = SandboxSite(name, host, port, self.cert_root / name, self.data_dir / name)
+                self.sites[name] = kind(name, host, port, self.cert_root / name, self.data_dir / name)
             for site in self.sites.values():
                 site.start()
             for site in self.sites.values():
@@ -152,7 +170,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        for site in self.sites.values():  # all at once: each uvicorn needs a tick to notice
+        for site in self.sites.values():  # all at once: each needs a moment to notice
             site.request_stop()
         for site in self.sites.values():
             site.stop()
@@ -164,3 +182,7 @@ class Sandbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+# A running site, in this process or in its own: the same attributes and controls.
+Site = SandboxSite | SiteProcess

@@ -1,8 +1,11 @@
-"""The task that sends one email, at most once per promotion and kind, whatever retries happen."""
+"""The task that sends one email, at most once per promotion and kind, whatever retries happen;
+and the intended-targets email that waits, so that a quick promotion sends one results email."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from email.message import EmailMessage
 
 from prefect import get_run_logger, task
@@ -12,7 +15,10 @@ from promoter import mailer
 from promoter.ledger import Ledger
 from promoter.mail_headers import recipients
 from promoter.settings import load_settings
+from promoter.tasks.ledger import in_ledger
 from promoter.tasks.policy import TRANSIENT_RETRIES
+
+INTENDED = "intended"
 
 
 @task(
@@ -22,11 +28,12 @@ from promoter.tasks.policy import TRANSIENT_RETRIES
     timeout_seconds=300,
     **TRANSIENT_RETRIES,
 )
-async def send_email(request_key: str, kind: str, message: EmailMessage) -> bool:
+async def send_email(request_key: str, kind: str, message: EmailMessage, carries: Sequence[str] = ()) -> bool:
     """Send ``message`` unless this request's ``kind`` of email went out already; True if sent now.
 
     The ledger claim comes first and is released when sending fails, so a retried run neither
-    doubles an email nor loses one.
+    doubles an email nor loses one. ``carries``: the kinds this email also stands for (a results
+    email with the intended targets), claimed with it so that no retry sends them on their own.
     """
     settings = load_settings()
     log = get_run_logger()
@@ -43,10 +50,84 @@ async def send_email(request_key: str, kind: str, message: EmailMessage) -> bool
         if not ledger.claim_email(request_key, kind, to):
             log.info("the %s email was sent before: not sent again", kind)
             return False
+        claimed = [kind] + [other for other in carries if ledger.claim_email(request_key, other, to)]
         try:
             await asyncio.to_thread(mailer.send, message, settings.email)
         except Exception:
-            ledger.release_email(request_key, kind)
+            for each in claimed:
+                ledger.release_email(request_key, each)
             raise
     log.info("sent the %s email to %d recipient(s)", kind, len(to))
     return True
+
+
+class IntendedTargetsEmail:
+    """The intended-targets email of one promotion, held back for ``wait`` seconds.
+
+    A promotion that finishes within the wait sends one results email that lists the requested
+    targets too (``carried_by_results``); a slower one sends this email when the wait is over,
+    while it still runs, as the original sent it before promoting. ``settle`` (in a ``finally``)
+    sends it at once when the run fails before its results email, so the owner is never told less
+    than before. An earlier attempt of the request that sent it, or carried it, holds nothing.
+    """
+
+    def __init__(self, request_key: str, wait: float) -> None:
+        self.request_key, self.wait = request_key, wait
+        self._message: EmailMessage | None = None
+        self._timer: asyncio.Task[bool] | None = None
+        self._sending = False
+
+    async def hold(self, message: EmailMessage) -> None:
+        """Send ``message`` after the wait, unless the results email carries it first."""
+        if await _claimed(self.request_key, INTENDED):
+            return
+        if self.wait <= 0:
+            await send_email(self.request_key, INTENDED, message)
+            return
+        self._message = message
+        # A child task copies the flow run's context: the email is a task run of this flow run.
+        self._timer = asyncio.create_task(self._send_when_due(message))
+
+    async def carried_by_results(self) -> bool:
+        """True when the results email is to carry the intended targets (the email has not gone).
+
+        Otherwise waits for the email if it is going out now: it must arrive before the results.
+        """
+        timer, self._timer = self._timer, None
+        if timer is None:
+            return False
+        if not self._sending:
+            timer.cancel()  # still waiting: nothing was sent, nothing was claimed
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+            return True
+        await timer
+        return False
+
+    async def settle(self) -> None:
+        """After the run: if it ended before its results email, send the held email now."""
+        timer, self._timer = self._timer, None
+        if timer is None:
+            return
+        if self._sending:
+            with contextlib.suppress(Exception):
+                await timer  # the run's own error is the one to report
+            return
+        timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
+        if self._message is not None:
+            try:
+                await send_email(self.request_key, INTENDED, self._message)
+            except Exception as exc:  # the run's own error is the one to report
+                get_run_logger().warning("the intended-targets email was not sent: %s", exc)
+
+    async def _send_when_due(self, message: EmailMessage) -> bool:
+        await asyncio.sleep(self.wait)
+        self._sending = True
+        return await send_email(self.request_key, INTENDED, message)
+
+
+async def _claimed(request_key: str, kind: str) -> bool:
+    """Whether an email of ``kind`` was sent (or carried by another) for this request already."""
+    return any(e.kind == kind for e in await in_ledger(lambda ledger: ledger.emails(request_key)))

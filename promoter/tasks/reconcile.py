@@ -26,6 +26,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Crashed, Scheduled
 
 from promoter.outcome import change_run_name
+from promoter.prefect_api import RECONCILE_TAGS, change_parameters, find_deployment, start_run
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.reconcile import (
@@ -97,14 +98,15 @@ async def unhandled_requests(requests: list[MissedRequest]) -> list[MissedReques
 @task(name="submit-missed-request", task_run_name="submit-{request.trigger}-{request.app_id}", **PREFECT_CALL)
 async def submit_request(deployment_name: str, request: MissedRequest) -> UUID:
     """A flow run of handle-app-change; the idempotency key makes a repeat return the same run."""
+    parameters = change_parameters(request.app_id, request.trigger, request.idempotency_key)
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(deployment_name)
-        run = await client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=request.parameters(),
-            idempotency_key=request.idempotency_key,
+        run = await start_run(
+            client,
+            deployment_name,
+            parameters,
             name=change_run_name(request.trigger, str(request.app_id), request.app_name),
-            tags=["reconcile"],
+            idempotency_key=request.idempotency_key,
+            tags=RECONCILE_TAGS,
         )
     return run.id
 
@@ -142,8 +144,7 @@ async def runs_in_progress(deployment_name: str) -> dict[str, RunStatus]:
     active = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
     found: dict[str, RunStatus] = {}
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(deployment_name)
-        only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        only = DeploymentFilter(id=DeploymentFilterId(any_=[await find_deployment(client, deployment_name)]))
         offset = 0
         while True:
             runs = await client.read_flow_runs(

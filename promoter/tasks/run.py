@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.client.orchestration import get_client
 from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.asyncio import concurrency
@@ -29,8 +35,10 @@ APP_LOCKS = 64
 
 
 # A Prefect server on SQLite answers 503 ("database is locked") under load, also while a slot
-# is being taken (prefect-notes §2); that is transient, so taking the slot is tried again.
+# is being taken (prefect-notes §2); that is transient, so taking the slot is tried again, after
+# a pause of a fraction of a second: the lock is our own, seconds of back-off are time lost.
 SLOT_ATTEMPTS = 6
+SLOT_PAUSE_SECONDS = 0.1
 # A slot is leased, and renewed while held. A holder that dies without giving the slot back (a
 # flow process orphaned by a killed worker, measured hanging at exit) blocks its app for at most
 # this long; Prefect's default of 300 s held a chaos run's app for five minutes.
@@ -38,15 +46,23 @@ LEASE_SECONDS = 60.0
 
 
 @asynccontextmanager
-async def holding(limit: str) -> AsyncIterator[None]:
-    """Hold one slot of the global concurrency limit ``limit`` (strict: it must exist) for the block."""
+async def holding(*limits: str) -> AsyncIterator[None]:
+    """Hold one slot of each global concurrency limit (strict: they must exist) for the block.
+
+    All of them in one request: a promotion to three sites that asked for each site's slot on its
+    own made three server writes at once, which SQLite answered with 503s and seconds of back-off.
+    """
+    names = list(dict.fromkeys(limits))
+    if not names:
+        yield
+        return
     async with AsyncExitStack() as stack:
         for attempt in range(1, SLOT_ATTEMPTS + 1):
             try:
                 # A failed renewal (Prefect restarting) must not kill an upload half done: the
                 # ledger's claim, not this slot, is what keeps a request from running twice.
                 held = concurrency(
-                    limit,
+                    names,
                     occupy=1,
                     strict=True,
                     lease_duration=LEASE_SECONDS,
@@ -58,9 +74,9 @@ async def holding(limit: str) -> AsyncIterator[None]:
                 if attempt == SLOT_ATTEMPTS:
                     raise
                 get_run_logger().warning(
-                    "could not take a slot of %s (attempt %d); trying again", limit, attempt
+                    "could not take a slot of %s (attempt %d); trying again", ", ".join(names), attempt
                 )
-                await asyncio.sleep(min(2**attempt, 30))
+                await asyncio.sleep(SLOT_PAUSE_SECONDS * attempt)
         yield
 
 
@@ -75,13 +91,17 @@ def site_limit(site: str) -> str:
 async def ensure_limits(limits: dict[str, int]) -> None:
     """Create (or resize) the concurrency limits a run takes: they must exist when strict=True."""
     async with get_client() as client:
-        for name, limit in limits.items():
+
+        async def ensure(name: str, limit: int) -> None:
+            # Prefect's upsert reads first and writes only a limit that is missing or resized.
             try:
                 await client.upsert_global_concurrency_limit_by_name(name, limit)
             except ObjectAlreadyExists:
                 # Another run created it between Prefect's read and create (two approvals of apps
                 # that share a lock, or of one site, at once): now it exists, so this updates it.
                 await client.upsert_global_concurrency_limit_by_name(name, limit)
+
+        await asyncio.gather(*(ensure(name, limit) for name, limit in limits.items()))
 
 
 async def label_run(name: str) -> None:
@@ -94,6 +114,59 @@ async def report(key: str, rows: list[dict[str, Any]], markdown: str, descriptio
     """The artifacts the Prefect UI shows for the run: a table of results and a summary."""
     await create_table_artifact(table=rows, key=key, description=description)
     await create_markdown_artifact(markdown=markdown, key=f"{key}-summary", description=description)
+
+
+class TransferProgress:
+    """A progress artifact in the Prefect UI for one long transfer (the export, or an upload to a site).
+
+    Called with the bytes moved so far. The artifact appears once the transfer has run for
+    SHOW_AFTER_SECONDS (a short one costs the Prefect server nothing) and is updated at most every
+    UPDATE_SECONDS, in the background, so the transfer never waits for the server; it ends at 100 % when the
+    transfer succeeds. An artifact that cannot be written costs a warning, never the transfer.
+    ``total`` gives the bytes expected (None while unknown). The description names the site, never
+    the app (user input).
+    """
+
+    SHOW_AFTER_SECONDS = 2.0
+    UPDATE_SECONDS = 0.5
+
+    def __init__(self, description: str, total: Callable[[], int | None]) -> None:
+        self.description = description
+        self.total = total
+        self._artifact: UUID | None = None
+        self._pending: asyncio.Task[None] | None = None
+        self._last = 0.0
+
+    async def __aenter__(self) -> TransferProgress:
+        self._last = time.monotonic()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._pending is not None:
+            await self._pending
+        if exc_type is None and self._artifact is not None:
+            await self._show(100.0)
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        wait = self.UPDATE_SECONDS if self._artifact is not None else self.SHOW_AFTER_SECONDS
+        if now - self._last < wait or (self._pending is not None and not self._pending.done()):
+            return
+        total = self.total()
+        if total:
+            self._last = now
+            self._pending = asyncio.create_task(self._show(min(100.0, 100.0 * done / total)))
+
+    async def _show(self, percent: float) -> None:
+        try:
+            if self._artifact is None:
+                self._artifact = await acreate_progress_artifact(
+                    round(percent, 1), description=self.description
+                )
+            else:
+                await aupdate_progress_artifact(self._artifact, round(percent, 1))
+        except Exception as exc:  # the UI's progress bar is not worth a failed promotion
+            get_run_logger().warning("progress of %s not shown: %s", self.description, exc)
 
 
 async def discard_work(folder: Path) -> None:

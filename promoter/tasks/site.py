@@ -10,6 +10,11 @@ steps inside it are plain calls on one client.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
@@ -17,10 +22,11 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import DEFAULT
 
-from promoter.qrs import steps
+from promoter.qrs import steps, transfer
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, Stream, User
 from promoter.settings import load_settings
+from promoter.tasks import run
 from promoter.tasks.policy import CLIENT_RETRY, TRANSIENT_RETRIES
 
 STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
@@ -28,9 +34,39 @@ STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
 TRANSFER = {**STEP, "timeout_seconds": 4 * 3600}
 
 
-def connect(site: str) -> QrsClient:
-    """The QRS client of a site, from the settings file of this run."""
-    return QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY)
+# The clients of the block that runs ``sharing_clients``, by site: one TLS context and one pool of
+# connections per site for the export, the checks and every step of the site's delivery.
+_shared: ContextVar[dict[str, QrsClient] | None] = ContextVar("qsp_shared_clients", default=None)
+
+
+@asynccontextmanager
+async def sharing_clients() -> AsyncIterator[None]:
+    """While the block runs, ``connect`` hands every step the same client per site (closed at the end)."""
+    if _shared.get() is not None:  # an enclosing block shares already
+        yield
+        return
+    clients: dict[str, QrsClient] = {}
+    token = _shared.set(clients)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        for client in clients.values():
+            await client.aclose()
+
+
+@asynccontextmanager
+async def connect(site: str) -> AsyncIterator[QrsClient]:
+    """The QRS client of a site, from the settings file of this run: the block's shared one inside
+    ``sharing_clients``, else one of its own, closed after the block."""
+    clients = _shared.get()
+    if clients is None:
+        async with QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY) as qrs:
+            yield qrs
+        return
+    if site not in clients:
+        clients[site] = QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY)
+    yield clients[site]
 
 
 async def read_app(site: str, app_id: UUID) -> App:
@@ -78,8 +114,52 @@ async def survey_site(
 @task(name="export-app", task_run_name="export-{site}-{app_id}", **TRANSFER)
 async def export_app(site: str, app_id: UUID, dest: Path, skip_data: bool = False) -> int:
     """Export the app into ``dest`` (two-step export, streamed); returns the bytes written."""
-    async with connect(site) as qrs:
-        return await qrs.export_app(app_id, dest, skip_data=skip_data)
+    landing = transfer.landing_at(dest)
+    size = (lambda: landing.size) if landing is not None else (lambda: None)
+    what = f"Export from {site}{' (without data)' if skip_data else ''}"
+    async with connect(site) as qrs, run.TransferProgress(what, size) as progress:
+        return await qrs.export_app(app_id, dest, skip_data=skip_data, progress=progress)
+
+
+@asynccontextmanager
+async def exporting(site: str, app_id: UUID, dest: Path) -> AsyncIterator[None]:
+    """Export the app into ``dest`` while the block runs; uploads of ``dest`` inside it follow the
+    file as it lands, so the target sites receive the bytes while the export still downloads.
+
+    The block starts once the export's answer began (its size is known) or the export ended; an
+    export that fails before that raises here, before any site is touched. At the end of the block
+    the export's own failure is raised; the uploads that followed it stopped short of their last
+    byte, so no site made an app of a partial file. A failed export leaves no file behind.
+    """
+    with transfer.landing(dest) as landing:
+        job = asyncio.create_task(export_app(site, app_id, dest))
+
+        def ended(job: asyncio.Task[int]) -> None:
+            failure = None if job.cancelled() else job.exception()
+            if job.cancelled() or failure is not None:
+                landing.fail(failure or asyncio.CancelledError())
+                # A partial export must never pass for the app (on Windows an upload that still
+                # holds it open keeps it until the retried export writes it again).
+                with contextlib.suppress(OSError):
+                    dest.unlink(missing_ok=True)
+            elif not landing.finished:  # a retried run's export: its result persisted, its file on disk
+                landing.finish(job.result())
+
+        job.add_done_callback(ended)
+        started = asyncio.create_task(landing.expected_size())
+        try:
+            await asyncio.wait({job, started}, return_when=asyncio.FIRST_COMPLETED)
+            if job.done():
+                await job  # an export that failed before its first byte fails the run here
+            yield
+        except BaseException:
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            raise
+        finally:
+            started.cancel()
+            await asyncio.gather(started, return_exceptions=True)
+        await job
 
 
 # Uploads are never retried here: the client repeats a failed upload only after checking that
@@ -89,7 +169,14 @@ async def upload_app(site: str, path: Path, name: str, since: datetime) -> App:
     """Upload the exported file once under the request's temporary name; an upload of ours that an
     earlier attempt made since ``since`` is adopted, an app someone else gave that name never is."""
     async with connect(site) as qrs:
-        return await steps.upload_once(qrs, path, name, since, log=get_run_logger())
+        return await upload(qrs, path, name, since)
+
+
+async def upload(qrs: QrsClient, path: Path, name: str, since: datetime) -> App:
+    """``steps.upload_once`` with its progress shown in the Prefect UI."""
+    size = await transfer.file_size(path, qrs.name)
+    async with run.TransferProgress(f"Upload to {qrs.name}", lambda: size) as progress:
+        return await steps.upload_once(qrs, path, name, since, log=get_run_logger(), progress=progress)
 
 
 @task(name="replace-app", task_run_name="replace-{site}-{target_id}", **STEP)

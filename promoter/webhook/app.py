@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 
 from promoter.errors import SettingsError
+from promoter.prefect_api import HANDLE_CHANGE
 from promoter.settings import Settings, WebhookSettings
 from promoter.webhook import health, routes
 from promoter.webhook.auth import SourceCheck, mask_access_log, require_secret
@@ -19,7 +20,7 @@ from promoter.webhook.health import HealthCache, LastCheck, PrefectProbe
 from promoter.webhook.outbox import Outbox
 from promoter.webhook.refusals import DEFAULT_INTERVAL_SECONDS, RefusalLog
 from promoter.webhook.state import WebhookState
-from promoter.webhook.submitter import DEFAULT_DEPLOYMENT, RelevanceCheck, SubmitPolicy, Submitter
+from promoter.webhook.submitter import RelevanceCheck, SubmitPolicy, Submitter
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -51,7 +52,7 @@ def create_app(
     settings: Settings,
     *,
     prefect_client_factory: PrefectClientFactory | None = None,
-    deployment_name: str = DEFAULT_DEPLOYMENT,
+    deployment_name: str = HANDLE_CHANGE,
     relevant: RelevanceCheck | None = None,
     last_subscription_check: LastCheck | None = None,
     submit_policy: SubmitPolicy | None = None,

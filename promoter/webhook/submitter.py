@@ -28,6 +28,7 @@ import httpx
 from prefect.exceptions import ObjectNotFound
 
 from promoter.outcome import change_run_name
+from promoter.prefect_api import HANDLE_CHANGE, WEBHOOK_TAGS, change_parameters, find_deployment, start_run
 from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Outbox, OutboxUnavailable, PendingChange
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DEPLOYMENT = "handle-app-change/qs-promoter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +89,15 @@ def idempotency_key(change: PendingChange, qrs_modified: str | None) -> str:
 
 
 def flow_parameters(change: PendingChange, key: str, relevance: Relevance = NOT_CHECKED) -> dict[str, str]:
-    """The parameters of handle-app-change: what changed, how, and which notification (no secrets);
-    for a publish, where and when QRS said it was published, when the relevance check read it."""
-    parameters = {"app_id": change.app_id, "trigger": change.kind, "change_id": key}
-    if change.kind == "published" and relevance.published_to is not None:
-        parameters["published_to"] = relevance.published_to
-        if relevance.published_at is not None:
-            parameters["published_at"] = relevance.published_at
-    return parameters
-
-
-# Every run the webhook creates carries these (with the deployment's own tags): the Runs page
-# filters on them.
-RUN_TAGS = ("webhook",)
+    """The parameters of handle-app-change for ``change`` (no secrets); for a publish, where and when
+    QRS said it was published, when the relevance check read it."""
+    return change_parameters(
+        change.app_id,
+        change.kind,
+        key,
+        published_to=relevance.published_to,
+        published_at=relevance.published_at,
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -131,7 +126,7 @@ class Submitter:
         outbox: Outbox,
         prefect: PrefectClient,
         *,
-        deployment_name: str = DEFAULT_DEPLOYMENT,
+        deployment_name: str = HANDLE_CHANGE,
         relevant: RelevanceCheck | None = None,
         policy: SubmitPolicy | None = None,
     ) -> None:
@@ -278,23 +273,24 @@ class Submitter:
     async def _create(
         self, deployment_id: UUID, change: PendingChange, key: str, relevance: Relevance
     ) -> FlowRun:
-        return await self.prefect.create_flow_run_from_deployment(
-            deployment_id,
-            parameters=flow_parameters(change, key, relevance),
-            idempotency_key=key,
+        return await start_run(
+            self.prefect,
+            self.deployment_name,
+            flow_parameters(change, key, relevance),
             name=change_run_name(change.kind, change.app_id, relevance.app_name),
-            tags=list(RUN_TAGS),
+            idempotency_key=key,
+            tags=WEBHOOK_TAGS,
+            known_id=deployment_id,
         )
 
     async def _resolve_deployment(self) -> UUID:
         if self._deployment_id is None:
             try:
-                deployment = await self.prefect.read_deployment_by_name(self.deployment_name)
+                self._deployment_id = await find_deployment(self.prefect, self.deployment_name)
             except ObjectNotFound:
                 raise DeploymentMissing(
                     f"deployment {self.deployment_name} not found in Prefect; deploy the flows first"
                 ) from None
-            self._deployment_id = deployment.id
         return self._deployment_id
 
     async def _postpone(self, change: PendingChange, exc: Exception) -> None:

@@ -27,6 +27,9 @@ import pytest
 from promoter.approval import approval_key
 from promoter.deployments.orchestration import ZOMBIE_AFTER
 from promoter.ledger import Ledger
+from promoter.prefect_api import HANDLE_CHANGE as HANDLE
+from promoter.prefect_api import KEEP_SUBSCRIPTIONS as KEEPER
+from promoter.prefect_api import RECONCILE
 from promoter.qrs.models import App
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
@@ -43,9 +46,6 @@ SEED = 20261127
 APPS = 50
 TARGETS = ("test", "prod")
 POOL = "qs-promoter"
-HANDLE = "handle-app-change/qs-promoter"
-KEEPER = "keep-subscriptions/qs-promoter"
-RECONCILE = "reconcile/qs-promoter"
 MAINTENANCE_QUEUE = "maintenance"
 PROMOTIONS_AT_ONCE = 8  # change runs at once on the 2-core machine (each is a Python process)
 RECONCILE_EVERY = timedelta(seconds=30)
@@ -494,7 +494,11 @@ def check(chaos: Chaos, approvals: list[Approval], seeded: dict[tuple[str, str],
     for received in chaos.smtp.messages:
         subject = str(received.message["Subject"] or "")
         verdict = subject.split("]", 1)[-1].split(":", 1)[0].strip()
-        mails[(str(received.message["X-Qlik-App-Id"]), verdict)] += 1
+        app_id = str(received.message["X-Qlik-App-Id"])
+        mails[(app_id, verdict)] += 1
+        body = received.message.get_body(("plain",))
+        if verdict == "Promoted" and body is not None and "Requested targets" in body.get_content():
+            mails[(app_id, "Promotion requested")] += 1  # a quick promotion's results carry it
     twice = {k: n for k, n in mails.items() if n > 1}
     problems += [f"email {verdict!r} for app {app} sent {n} times" for (app, verdict), n in twice.items()]
     for approval in approvals:

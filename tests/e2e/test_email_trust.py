@@ -46,6 +46,7 @@ async def test_an_app_named_with_encoded_words_forges_no_header_in_any_email(sta
     """The publish alert, approval, intended-targets and results emails of an app whose name decodes to
     "\\r\\nBcc: ...\\r\\nReply-To: ..." arrive with exactly our headers, to exactly our people, and
     show the name as the text it is."""
+    stage.reconfigure(email={"intended_targets_wait_seconds": 0})  # each of the four on its own
     app = await stage.publish(FORGING_NAME)
     await handle_app_change(app.id, "published")
     await stage.approve(app.id, ["test - Duplicate"], ["Everyone"])
@@ -66,6 +67,7 @@ async def test_an_app_named_with_encoded_words_forges_no_header_in_any_email(sta
 async def test_an_owner_with_two_addresses_gets_every_email_at_both(stage: Stage) -> None:
     """An email attribute "pat@...; pat.dev@..." is two addresses: the approval, intended-targets and
     results emails go to both (to the owner only, as in the original), and the app is promoted."""
+    stage.reconfigure(email={"intended_targets_wait_seconds": 0})  # each of the three on its own
     pat = Person("ACME", "pat", "Pat Two", "pat@acme.example; Pat Dev <pat.dev@acme.example>")
     await add_person(stage, pat)
     app = await stage.publish("Two Addresses", person=pat)

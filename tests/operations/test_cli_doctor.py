@@ -162,6 +162,26 @@ def test_an_unreadable_settings_file_is_the_only_check(tmp_path: Path) -> None:
     assert result.output.count("FAIL") == 1
 
 
+def test_without_a_settings_file_doctor_says_to_copy_the_example_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a folder with no qs-promoter.toml, doctor fails one check, names the file it looked for,
+    and gives the command that copies the commented example there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QSP_CONFIG", raising=False)
+    expected = tmp_path / "qs-promoter.toml"
+
+    result = CliRunner().invoke(app, ["doctor"])
+
+    assert result.exit_code == 1
+    first, fix = result.output.splitlines()[:2]
+    assert first == f"FAIL  settings: no settings file at {expected}"
+    assert fix.startswith("      fix: copy the commented example, then fill in your sites: ")
+    example = Path(__file__).resolve().parents[2] / "qs-promoter.example.toml"
+    assert f'"{example}" "{expected}"' in fix
+    assert result.output.count("FAIL") == 1
+
+
 def qlik_setup_line(config: Path, nobody: int) -> tuple[str, str]:
     """Doctor's "Qlik setup" line and the fix under it (Prefect and the webhook pointed at nothing)."""
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{nobody}/api"}):

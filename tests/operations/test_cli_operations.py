@@ -54,18 +54,20 @@ def flow_run(api_url: str, output: str) -> dict:
 def test_promote_starts_a_new_run_of_promote_app_each_time(
     registered_deployments: Registration, config: Path
 ) -> None:
-    """Each `promote` is a new request: a run of promote-app/qs-promoter with the given sites, streams
-    and mode, its URL printed, and a fresh idempotency key (Prefect keeps keys forever)."""
+    """Each `promote` is a new request: a run of promote-app/manual with the given sites, streams
+    and mode, named for what it does, its URL printed, and a fresh idempotency key (Prefect keeps
+    keys forever). --no-wait only starts it."""
     app_id = uuid4()
     args = ["promote", str(app_id), "--config", str(config), "--site", "test", "--stream", "Everyone"]
-    args += ["--mode", "duplicate", "--requested-by", "ACME\\admin"]
+    args += ["--mode", "duplicate", "--requested-by", "ACME\\admin", "--no-wait"]
 
     first = CliRunner().invoke(app, args)
     second = CliRunner().invoke(app, args)
 
     runs = [flow_run(registered_deployments.api_url, r.output) for r in (first, second)]
     assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
-    assert runs[0]["deployment"] == "promote-app/qs-promoter"
+    assert runs[0]["deployment"] == "promote-app/manual"
+    assert f"flow run 'manual promotion of app {app_id}'" in first.output
     assert runs[0]["parameters"] == {
         "app_id": str(app_id),
         "sites": ["test"],
@@ -91,22 +93,23 @@ def test_promote_without_a_prefect_server_says_what_to_start(config: Path) -> No
         result = CliRunner().invoke(app, ["promote", str(uuid4()), "--config", str(config)])
 
     assert result.exit_code == 1
-    assert "could not start promote-app/qs-promoter" in result.output
+    assert "could not start promote-app/manual" in result.output
     assert "qs-promoter up" in result.output
 
 
 def test_rollback_starts_a_run_of_rollback_app(registered_deployments: Registration, config: Path) -> None:
-    """`rollback SITE APP_ID --version V` runs rollback-app/qs-promoter for that target app and version,
+    """`rollback SITE APP_ID --version V` runs rollback-app/manual for that target app and version,
     recording the OS account and host that started it."""
     target = uuid4()
 
     result = CliRunner().invoke(
-        app, ["rollback", "prod", str(target), "--version", "v-42", "--config", str(config)]
+        app, ["rollback", "prod", str(target), "--version", "v-42", "--no-wait", "--config", str(config)]
     )
 
     run = flow_run(registered_deployments.api_url, result.output)
     assert result.exit_code == 0, result.output
-    assert run["deployment"] == "rollback-app/qs-promoter"
+    assert run["deployment"] == "rollback-app/manual"
+    assert f"flow run 'rollback of app {target} on prod'" in result.output
     assert run["parameters"]["site_name"] == "prod"
     assert run["parameters"]["target_app_id"] == str(target)
     assert run["parameters"]["version_id"] == "v-42"

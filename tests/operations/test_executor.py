@@ -29,8 +29,9 @@ from prefect.states import AwaitingRetry, Cancelling, Running
 
 from promoter.cli.up import stop_on_signals
 from promoter.deployments.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
-from promoter.deployments.orchestration import with_prefect, worker_seen
+from promoter.deployments.orchestration import worker_seen
 from promoter.deployments.stack import project_dir
+from promoter.prefect_api import HANDLE_CHANGE, with_prefect
 from promoter.settings import PrefectSettings, Settings, SiteSettings, write_settings
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 from tests.fixtures.deployments import Registration, child_environment, cli_command
@@ -573,7 +574,7 @@ def test_an_approval_is_promoted_by_the_executor(
     run(stage.approve(app.id, ["test - Overwrite"], ["Everyone"]))
 
     async def change_run(client: PrefectClient) -> UUID:
-        original = await client.read_deployment_by_name("handle-app-change/qs-promoter")
+        original = await client.read_deployment_by_name(HANDLE_CHANGE)
         deployment = await client.create_deployment(
             flow_id=original.flow_id,
             name=pool.name,

@@ -19,6 +19,7 @@ from prefect.states import Crashed, Failed, Pending, Running
 from promoter.flows.handle import handle_app_change
 from promoter.flows.reconcile import reconcile
 from promoter.ledger import FAILED
+from promoter.prefect_api import HANDLE_CHANGE, KEEP_SUBSCRIPTIONS
 from promoter.reconcile import (
     LONGEST_RUN,
     PENDING_LIMIT,
@@ -206,8 +207,8 @@ async def test_runs_a_lost_worker_left_pending_give_their_slots_back(
     that only just went Pending is left to its worker."""
     parameters = {"app_id": str(uuid4()), "trigger": "updated", "change_id": f"updated:{uuid4()}:t"}
     async with PrefectClient(api=prefect_api) as client:
-        change = await client.read_deployment_by_name("handle-app-change/qs-promoter")
-        keeper = await client.read_deployment_by_name("keep-subscriptions/qs-promoter")
+        change = await client.read_deployment_by_name(HANDLE_CHANGE)
+        keeper = await client.read_deployment_by_name(KEEP_SUBSCRIPTIONS)
         lost = await client.create_flow_run_from_deployment(change.id, parameters=parameters)
         lost_keeper = await client.create_flow_run_from_deployment(keeper.id)
         fresh_app = str(uuid4())

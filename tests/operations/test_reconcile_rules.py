@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from promoter.approval import approval_key
+from promoter.prefect_api import change_parameters
 from promoter.provenance import UploadSlot, new_upload_secret, upload_name, upload_token
 from promoter.qrs.models import App
 from promoter.reconcile import (
@@ -36,7 +37,7 @@ def test_a_waiting_approval_is_found_with_its_ledger_key() -> None:
 
     assert [(r.app_id, r.trigger, r.key) for r in found] == [(app.id, "updated", approval_key(app, SETTINGS))]
     assert found[0].idempotency_key == f"reconcile:{found[0].key}"
-    assert found[0].parameters() == {
+    assert change_parameters(found[0].app_id, found[0].trigger, found[0].idempotency_key) == {
         "app_id": str(app.id),
         "trigger": "updated",
         "change_id": found[0].idempotency_key,

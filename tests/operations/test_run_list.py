@@ -11,14 +11,14 @@ from uuid import uuid4
 
 from prefect.states import Cancelled, Pending
 
-from promoter.deployments.orchestration import with_prefect
+from promoter.prefect_api import HANDLE_CHANGE, KEEP_SUBSCRIPTIONS, PROMOTE, RECONCILE, ROLLBACK, with_prefect
 from tests.fixtures.deployments import Registration
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
-PROMOTIONS = ("handle-app-change/qs-promoter", "promote-app/qs-promoter", "rollback-app/qs-promoter")
-MAINTENANCE = ("keep-subscriptions/qs-promoter", "reconcile/qs-promoter")
+PROMOTIONS = (HANDLE_CHANGE, PROMOTE, ROLLBACK)
+MAINTENANCE = (KEEP_SUBSCRIPTIONS, RECONCILE)
 
 
 async def test_runs_carry_the_tag_the_runs_page_filters_promotions_or_maintenance_on(

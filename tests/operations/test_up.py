@@ -19,8 +19,17 @@ from typer.testing import CliRunner
 
 from promoter.cli import app
 from promoter.deployments.launcher import python_command, start_child, wait_for
-from promoter.deployments.orchestration import with_prefect
 from promoter.deployments.stack import free_port
+from promoter.prefect_api import (
+    ALERT_ON_PUBLISH,
+    HANDLE_CHANGE,
+    KEEP_SUBSCRIPTIONS,
+    PLAN,
+    PROMOTE,
+    RECONCILE,
+    ROLLBACK,
+    with_prefect,
+)
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, load_settings, write_settings
 from promoter.webhook.address import public_address
@@ -32,13 +41,13 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
 EXPECTED_DEPLOYMENTS = {
-    "handle-app-change/qs-promoter": (None, None),
-    "promote-app/qs-promoter": (None, None),
-    "alert-on-publish/qs-promoter": (None, None),
-    "rollback-app/qs-promoter": (None, None),
-    "plan-promotion/qs-promoter": (None, None),
-    "keep-subscriptions/qs-promoter": (60.0, 1),
-    "reconcile/qs-promoter": (600.0, 1),
+    HANDLE_CHANGE: (None, None),
+    PROMOTE: (None, None),
+    ALERT_ON_PUBLISH: (None, None),
+    ROLLBACK: (None, None),
+    PLAN: (None, None),
+    KEEP_SUBSCRIPTIONS: (60.0, 1),
+    RECONCILE: (600.0, 1),
 }
 START_TIMEOUT = 300  # a fresh Prefect database on a busy 2-core CI box
 STOP_TIMEOUT = 90
@@ -235,6 +244,11 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(stack_config: Path, tm
 
     assert health is True
     assert "webhook: listening at https://127.0.0.1:" in output
+    # Once ready, what to do next: doctor with this settings file, a first approval, the UI's runs.
+    ready = output[output.index("Ready. Next:") :]
+    assert f'qs-promoter doctor --config "{stack_config}"' in ready
+    assert "PromotionApproval = Approve" in ready
+    assert f"Prefect UI: http://127.0.0.1:{prefect_port}/runs" in ready
     assert webhook.status_code == 200, webhook.text
     assert len(children) >= 3, output  # server, executor, webhook
     assert process.returncode == 0, output + rest

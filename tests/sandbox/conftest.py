@@ -17,6 +17,7 @@ import uvicorn
 
 from promoter.qrs.tls import site_tls
 from promoter.sandbox.server import Sandbox, SandboxSite
+from tests.fixtures.sandbox import SITES
 
 API_USER = "UserDirectory=INTERNAL; UserId=sa_api"
 
@@ -64,6 +65,16 @@ class Qrs:
 
     def close(self) -> None:
         self.http.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """dev, test and prod in this process: the sandbox's own tests check one site's QRS behaviour,
+    and a process per site would add seconds to each of them (test_site_process.py covers that mode)."""
+    root = tmp_path_factory.mktemp("sandbox")
+    sites = {name: ("127.0.0.1", 0) for name in SITES}
+    with Sandbox(sites, root / "certs", root / "data", processes=False) as running:
+        yield running
 
 
 @pytest.fixture

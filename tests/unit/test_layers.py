@@ -1,5 +1,8 @@
 """The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`) imports no Prefect, and
-`tasks/` and `flows/` import nothing from `deployments/`, `webhook/` or the CLI above them."""
+`tasks/` and `flows/` import nothing from `deployments/`, `webhook/` or the CLI above them.
+
+`promoter/prefect_api.py` is the one module of `promoter/` that talks to Prefect (inside its
+functions, so importing it loads no Prefect): below the tasks and flows, above the rest of the core."""
 
 from __future__ import annotations
 
@@ -44,3 +47,30 @@ def test_tasks_and_flows_import_only_downwards() -> None:
                 upward += [f"{path.name}: {name}" for name in names if name.startswith(above)]
 
     assert upward == []
+
+
+def imported_names(path: Path) -> list[str]:
+    """Every module name ``path`` imports, at any depth (inside functions too)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
+
+
+def test_the_prefect_api_module_sits_between_the_core_and_the_tasks() -> None:
+    """promoter/prefect_api.py (deployment names, starting runs) imports only the core and Prefect,
+    and no other core module imports it: tasks, flows and everything above may."""
+    above = ("promoter.tasks", "promoter.flows", "promoter.deployments", "promoter.webhook", "promoter.cli")
+    above += ("promoter.sandbox",)
+    upward = [name for name in imported_names(PACKAGE / "prefect_api.py") if name.startswith(above)]
+    core = [*PACKAGE.glob("*.py"), *(PACKAGE / "qrs").glob("*.py")]
+    downward = [
+        path.name
+        for path in core
+        if path.stem != "prefect_api" and "promoter.prefect_api" in imported_names(path)
+    ]
+
+    assert (upward, downward) == ([], [])

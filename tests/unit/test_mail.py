@@ -85,6 +85,13 @@ RENDERERS: dict[str, Callable[[AppSummary], EmailMessage]] = {
     "promotion results": lambda a: render_promotion_results(
         a, results(), sender=SENDER, to=TO, s3_key="qs-promoter/apps/x/y.qvf", s3_version_id="v-src-1"
     ),
+    "promotion results carrying the intended targets": lambda a: render_promotion_results(
+        a,
+        results(),
+        sender=SENDER,
+        to=TO,
+        intended=[IntendedTarget("test", (a.stream_name or "",), "Duplicate")],
+    ),
     "refused approval": lambda a: render_refused_approval(
         a, approver="Eve", reason="Eve has no CanPromote", sender=SENDER, to=TO
     ),
@@ -237,6 +244,22 @@ def test_results_show_target_ids_missing_streams_failures_and_versions() -> None
     assert "S3 version: v-test-1" in text and "S3 version v-backup-9" in text
     assert "Versioned in S3 as k.qvf, version v-src-1." in text
     assert "<h3>Site <strong>prod</strong></h3>" in page
+
+
+def test_results_that_carry_the_intended_targets_list_them_before_the_sites() -> None:
+    """A results email sent instead of two (the promotion was quick) says what was requested, per
+    site with mode and streams, then what happened; its subject stays the results subject."""
+    intended = [IntendedTarget("test", ("Everyone",), "Overwrite"), IntendedTarget("prod", (), "Duplicate")]
+
+    message = parse(render_promotion_results(app(), results(), sender=SENDER, to=TO, intended=intended))
+    alone = parse(render_promotion_results(app(), results(), sender=SENDER, to=TO))
+
+    text, page = parts(message)
+    assert "Requested targets" in text and "<h3>Requested targets</h3>" in page
+    assert text.index("test (Overwrite): Everyone") < text.index("Site test")
+    assert "prod (Duplicate): (no stream)" in text
+    assert subject_of(message) == subject_of(alone)
+    assert "Requested targets" not in parts(alone)[0]
 
 
 def test_results_link_each_promoted_app_on_its_target_site_not_the_source_app() -> None:

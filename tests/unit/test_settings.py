@@ -100,6 +100,43 @@ def test_misspelt_key_is_an_error_naming_it(tmp_path: Path) -> None:
     assert f"{path}: email.smtp_prot: Extra inputs are not permitted" in message
 
 
+TYPOS = {
+    "top level": ("cert_root = ", "cert_rot = ", "cert_rot", "cert_root"),
+    "a section": ("[email]", "[emial]", "emial", "email"),
+    "the source site": ('host = "qlik-dev"', 'hots = "qlik-dev"', "source_site.hots", "host"),
+    "a target site": ("port = 4243", "prot = 4243", "target_sites.prod.prot", "port"),
+    "email": ("smtp_host = ", "smtp_hots = ", "email.smtp_hots", "smtp_host"),
+    "a dotted key": ("cert_root = ", "prefect.work_pol = 'x'\ncert_root = ", "prefect.work_pol", "work_pool"),
+}
+
+
+@pytest.mark.parametrize(("good", "bad", "where", "meant"), TYPOS.values(), ids=TYPOS.keys())
+def test_a_typo_names_its_line_and_the_nearest_setting(
+    tmp_path: Path, good: str, bad: str, where: str, meant: str
+) -> None:
+    """A misspelt key, in any section (a site alias included) or dotted, is reported with the
+    number of the line that holds it and the setting of that section it most resembles."""
+    text = GOOD.replace(good, bad, 1)
+    path = write(tmp_path, text)
+    line = next(n for n, row in enumerate(text.splitlines(), start=1) if row.startswith(bad.split("\n")[0]))
+
+    message = load_error(path)
+
+    assert (
+        f"{path}: {where}: Extra inputs are not permitted (line {line}); did you mean {meant!r}?" in message
+    )
+
+
+def test_a_key_like_no_setting_says_so(tmp_path: Path) -> None:
+    """A key that resembles no setting of its section is called not a setting, with its line."""
+    path = write(tmp_path, GOOD + "zzz = 1\n")
+    line = len((GOOD + "zzz = 1\n").splitlines())
+
+    message = load_error(path)
+
+    assert f"{path}: email.zzz: Extra inputs are not permitted (line {line}); not a setting" in message
+
+
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """QSP_SOURCE_SITE__PORT wins over the file, and the rest of source_site still comes from the file."""
     monkeypatch.setenv("QSP_SOURCE_SITE__PORT", "4243")
