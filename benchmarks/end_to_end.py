@@ -57,11 +57,11 @@ from promoter.deployments.demo import Demo, run
 from promoter.deployments.launcher import Child
 from promoter.deployments.orchestration import with_prefect
 from promoter.deployments.stack import Stack, is_worker
+from promoter.notifications import callback_url
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
 from promoter.store.ledger import Ledger
-from promoter.webhook.callbacks import callback_url
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 if TYPE_CHECKING:

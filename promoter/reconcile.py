@@ -36,8 +36,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from promoter.approval import Action, Trigger, approval_key, decide, is_relevant
+from promoter.approval import Action, approval_key, decide, is_relevant
 from promoter.errors import QrsBadRequest, QrsNotFound
+from promoter.notifications import ChangeKind
 from promoter.provenance import UPLOAD_MARK, UPLOAD_SUFFIX, upload_token
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import all_of, any_of, eq, literal
@@ -68,7 +69,7 @@ class MissedRequest:
 
     app_id: UUID
     app_name: str
-    trigger: Trigger
+    trigger: ChangeKind
     key: str  # the ledger's request key (approval_key)
     reason: str
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from promoter.errors import QrsError, QrsNotFound
+from promoter.notifications import KINDS, ChangeKind, callback_url
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import eq
 from promoter.qrs.models import NULL_ID, ChangeType
@@ -48,7 +49,6 @@ from promoter.qrs.responses import redact
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
 from promoter.store.subscriptions import SubscriptionRecord, SubscriptionStore
-from promoter.webhook.callbacks import KINDS, ChangeKind, callback_url
 
 Kind = ChangeKind | Literal["sentinel"]
 Log = logging.Logger | logging.LoggerAdapter[Any]

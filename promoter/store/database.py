@@ -7,6 +7,8 @@ that an older database lacks, so a database from an earlier release is upgraded 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,8 +48,30 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# Engines kept per URL in this process: a task opens a store per call, and a new engine each time
+# cost a connection, its pragmas and a pool per call (about a tenth of the executor's CPU, measured
+# with py-spy). A few URLs at most in a service; tests open many, so the oldest are let go.
+ENGINES_KEPT = 8
+_engines: OrderedDict[str, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def open_engine(url: str) -> Engine:
-    """An engine on ``url`` with every table registered so far, its SQLite folder created."""
+    """This process's engine on ``url``, with every table registered so far and the columns added
+    since an older release (checked on every open: cheap, and a database may be replaced)."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _new_engine(url)
+        _engines.move_to_end(url)
+        while len(_engines) > ENGINES_KEPT:
+            _engines.popitem(last=False)[1].dispose()
+    metadata.create_all(engine)
+    _add_missing_columns(engine)
+    return engine
+
+
+def _new_engine(url: str) -> Engine:
     parsed = make_url(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite and parsed.database not in (None, "", ":memory:"):
@@ -55,8 +79,6 @@ def open_engine(url: str) -> Engine:
     engine = sa.create_engine(parsed, pool_pre_ping=not sqlite)
     if sqlite:
         _use_sqlite_pragmas(engine)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
     return engine
 
 
@@ -68,7 +90,7 @@ class Store:
         self.engine = open_engine(url)
 
     def close(self) -> None:
-        self.engine.dispose()
+        """Nothing to release: the engine and its connections stay for this process's next store."""
 
     def __enter__(self) -> Any:
         return self

@@ -27,8 +27,8 @@ from uuid import UUID
 import httpx
 from prefect.exceptions import ObjectNotFound
 
+from promoter.notifications import ChangeKind
 from promoter.outcome import change_run_name
-from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Outbox, OutboxUnavailable, PendingChange
 
 if TYPE_CHECKING:

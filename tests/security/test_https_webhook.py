@@ -22,6 +22,7 @@ from promoter.approval import approval_key
 from promoter.cli.doctor import check_webhook
 from promoter.deployments.stack import Stack, StackOptions, free_port, project_dir
 from promoter.errors import SettingsError
+from promoter.notifications import callback_url
 from promoter.qrs.client import QrsClient
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.serving import tcp_listener
@@ -30,7 +31,6 @@ from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
 from promoter.settings import Settings, SiteSettings, WebhookSettings
 from promoter.store.ledger import Ledger
 from promoter.webhook.address import public_address
-from promoter.webhook.callbacks import callback_url
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.fixtures.stack import LiveStack, StartStack, run
 from tests.fixtures.webhook_tls import (

@@ -1,5 +1,6 @@
-"""The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`, `promoter/store/`) imports no Prefect, and
-`tasks/` and `flows/` import nothing from `deployments/`, `webhook/` or the CLI above them."""
+"""The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`, `promoter/store/`) imports no
+Prefect and nothing above it, and `tasks/` and `flows/` import nothing from `deployments/`,
+`webhook/` or the CLI above them."""
 
 from __future__ import annotations
 
@@ -36,15 +37,43 @@ def test_the_core_imports_no_prefect() -> None:
     assert (done.returncode, done.stderr[-500:]) == (0, "")
 
 
+def imported_names(path: Path) -> list[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+    return names
+
+
+def test_the_core_imports_nothing_above_it() -> None:
+    """No core module imports the flows, tasks, deployments, webhook, CLI or sandbox."""
+    above = (
+        "promoter.flows",
+        "promoter.tasks",
+        "promoter.deployments",
+        "promoter.webhook",
+        "promoter.cli",
+        "promoter.sandbox",
+    )
+    folders = (PACKAGE, PACKAGE / "qrs", PACKAGE / "store")
+    upward = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for folder in folders
+        for path in folder.glob("*.py")
+        for name in imported_names(path)
+        if name.startswith(above)
+    ]
+
+    assert upward == []
+
+
 def test_tasks_and_flows_import_only_downwards() -> None:
     """No task or flow module imports the deployments, the webhook, the CLI or the sandbox."""
     above = ("promoter.deployments", "promoter.webhook", "promoter.cli", "promoter.sandbox")
     upward = []
     for folder in (PACKAGE / "tasks", PACKAGE / "flows"):
         for path in folder.glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-                upward += [f"{path.name}: {name}" for name in names if name.startswith(above)]
+            upward += [f"{path.name}: {name}" for name in imported_names(path) if name.startswith(above)]
 
     assert upward == []
