@@ -58,12 +58,12 @@ from promoter.approval import approval_key
 from promoter.deployments.demo import Demo, run
 from promoter.deployments.launcher import Child
 from promoter.deployments.stack import Stack, is_worker
-from promoter.ledger import Ledger
+from promoter.notifications import callback_url
 from promoter.prefect_api import with_prefect
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
-from promoter.webhook.callbacks import callback_url
+from promoter.store.ledger import Ledger
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 if TYPE_CHECKING:

@@ -39,10 +39,10 @@ from enum import StrEnum
 from typing import Literal
 
 from promoter.authorization import RequestKind, changed_after, set_last, setter
+from promoter.notifications import ChangeKind
 from promoter.qrs.models import App, CustomPropertyValue, Stream, format_qrs_time
 from promoter.settings import Settings
 
-Trigger = Literal["updated", "reloaded", "published"]
 Verdict = Literal["approve", "deny", "none", "unclear"]
 
 # An approval value is shown in a reason at most this long, quoted: it is user input.
@@ -89,7 +89,7 @@ class Decision:
 
     action: Action
     reason: str
-    trigger: Trigger
+    trigger: ChangeKind
     targets: tuple[Target, ...] = ()
     version: bool = False  # store the source app (without data) in S3 after promoting
     unpublish: bool = False  # copy back to the owner and delete the published app
@@ -277,7 +277,7 @@ def _version(request: Request, settings: Settings) -> bool:
     return settings.versioning.enabled and (settings.versioning.auto_version_all or request.version_asked)
 
 
-def _reload_path(request: Request, trigger: Trigger, tagged: bool, settings: Settings) -> Decision:
+def _reload_path(request: Request, trigger: ChangeKind, tagged: bool, settings: Settings) -> Decision:
     names = settings.properties
     problems = request.problems
     if request.verdict != "none":
@@ -318,7 +318,7 @@ def _reload_path(request: Request, trigger: Trigger, tagged: bool, settings: Set
     )
 
 
-def _approval_path(request: Request, trigger: Trigger, settings: Settings) -> Decision:
+def _approval_path(request: Request, trigger: ChangeKind, settings: Settings) -> Decision:
     names = settings.properties
     kind: RequestKind = "denial" if request.verdict == "deny" else "approval"
     base = Decision(
@@ -368,7 +368,7 @@ def _with(decision: Decision, **changes: object) -> Decision:
     return Decision(**values)  # type: ignore[arg-type]
 
 
-def decide(app: App, trigger: Trigger, settings: Settings, stream: Stream | None = None) -> Decision:
+def decide(app: App, trigger: ChangeKind, settings: Settings, stream: Stream | None = None) -> Decision:
     """What the rules ask for after ``trigger`` happened to ``app``; never raises on property values.
 
     ``stream`` is the app's stream read in full; only the "published" trigger uses it.
@@ -403,7 +403,7 @@ def decide_publish_alert(app: App, stream: Stream | None, settings: Settings) ->
     As in the original, the stream carrying EmailAlertOnPublishTo at all is what counts.
     """
     name = settings.properties.email_alert_on_publish_to
-    trigger: Trigger = "published"
+    trigger: ChangeKind = "published"
     if not settings.email.enabled:
         return Decision(Action.IGNORE, "email alerts are disabled", trigger)
     if not app.published or app.stream is None:
@@ -427,7 +427,7 @@ def is_relevant(app: App, settings: Settings) -> bool:
     return app.has_tag(names.reload_tag) or any(cp.definition.name in ours for cp in app.custom_properties)
 
 
-def approval_key(app: App, settings: Settings, trigger: Trigger = "updated") -> str:
+def approval_key(app: App, settings: Settings, trigger: ChangeKind = "updated") -> str:
     """The identity of one request, so that the same approval is handled once.
 
     Our own writes (stripping, tagging, describing) change the app's modifiedDate, so it is never

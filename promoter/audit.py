@@ -24,8 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-from promoter.ledger import Ledger, Promotion, SiteResult
 from promoter.qrs.models import format_qrs_time
+from promoter.store.ledger import Ledger, Promotion, SiteResult
 
 COLUMNS = (
     "PromotionId",

@@ -14,11 +14,11 @@ from promoter import mail
 from promoter.approval import Target
 from promoter.authorization import RequestKind
 from promoter.errors import SettingsError
-from promoter.ledger import Backup, SiteResult
 from promoter.mail_headers import clip, one_line
 from promoter.planning import KnownTarget
 from promoter.qrs.models import NULL_ID
 from promoter.settings import Settings
+from promoter.store.ledger import Backup, SiteResult
 
 # (target site alias, app id) -> the app's link in that site's hub; None when it cannot be made.
 HubLink = Callable[[str, UUID], str | None]

@@ -30,68 +30,36 @@ ours: an app that anyone else named like that is left alone and reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from datetime import datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
-import sqlalchemy as sa
-
-from promoter.approval import Action, Trigger, approval_key, decide, is_relevant
+from promoter.approval import Action, approval_key, decide, is_relevant
 from promoter.errors import QrsBadRequest, QrsNotFound
-from promoter.ledger import FAILED, Ledger, UtcDateTime, handled
+from promoter.notifications import ChangeKind
 from promoter.provenance import UPLOAD_MARK, UPLOAD_SUFFIX, upload_token
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import all_of, any_of, eq, literal
 from promoter.qrs.models import NEVER, App, ChangeType, Stream, format_qrs_time, qrs_now
 from promoter.qrs.steps import Log
 from promoter.settings import Settings
-
-T = TypeVar("T")
+from promoter.store.database import in_batches
+from promoter.store.reconcile_marks import LONGEST_RUN, OpenRequest, ReconcileMark
 
 # Our clock and the QRS server's may differ; the journal window overlaps by this much.
 CLOCK_SKEW = timedelta(minutes=5)
-# A claim older than the change flow's timeout belongs to a run that is surely over.
-LONGEST_RUN = timedelta(hours=6)
 # Ids per filter when reading changed apps: keeps the query well below URL length limits.
 IDS_PER_QUERY = 25
 # Automatic retries of one request's stopped flow run; after that it waits for an admin.
 RETRY_LIMIT = 5
-# Requests claimed longer ago are left to an admin: reconcile does not revive last week's failure.
-RETRY_WINDOW = timedelta(days=1)
 # A run Pending this long was handed to a worker that died before starting its process (a
 # healthy start takes seconds; 10-35 s measured on a loaded 2-core machine).
 PENDING_LIMIT = timedelta(minutes=5)
 # The scheduled flows: a run of theirs may be cancelled or ended, the next tick redoes its work.
 MAINTENANCE_FLOWS = ("keep-subscriptions", "reconcile")
 STOPPED = frozenset({"CRASHED", "FAILED", "CANCELLED"})  # terminal, and not Completed
-
-metadata = sa.MetaData()
-marks = sa.Table(
-    "reconcile_marks",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("first_at", UtcDateTime, nullable=False),
-    sa.Column("last_at", UtcDateTime, nullable=False),
-)
-retry_counts = sa.Table(
-    "reconcile_retries",
-    metadata,
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("retries", sa.Integer, nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("last_at", UtcDateTime, nullable=False),
-)
-SOURCE_MARK = "source"
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileMark:
-    """When reconcile first and last succeeded (each time, when that run started)."""
-
-    first: datetime  # the journal is never read further back: earlier reloads and publishes are history
-    last: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +68,7 @@ class MissedRequest:
 
     app_id: UUID
     app_name: str
-    trigger: Trigger
+    trigger: ChangeKind
     key: str  # the ledger's request key (approval_key)
     reason: str
 
@@ -197,16 +165,6 @@ def leftover_uploads(
 
 
 @dataclass(frozen=True, slots=True)
-class OpenRequest:
-    """A request claimed and not done: its run failed, stopped, or is still at it."""
-
-    key: str
-    run_id: str  # the flow run holding the claim (the ledger's owner)
-    outcome: str | None  # None: not finished; "failed": the run gave up
-    claimed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class RunStatus:
     """What Prefect says of one flow run."""
 
@@ -289,21 +247,16 @@ def scan_filter(settings: Settings) -> str:
     return all_of(eq("published", True), carries)
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 async def _by_ids(qrs: QrsClient, ids: Iterable[UUID]) -> list[App]:
     found: list[App] = []
-    for chunk in _chunks(sorted(ids, key=str), IDS_PER_QUERY):
+    for chunk in in_batches(sorted(ids, key=str), IDS_PER_QUERY):
         found += await qrs.apps(any_of(*(eq("id", i) for i in chunk)))
     return found
 
 
 async def _streams(qrs: QrsClient, ids: Iterable[UUID]) -> dict[UUID, Stream]:
     streams: dict[UUID, Stream] = {}
-    for chunk in _chunks(sorted(ids, key=str), IDS_PER_QUERY):
+    for chunk in in_batches(sorted(ids, key=str), IDS_PER_QUERY):
         streams.update((s.id, s) for s in await qrs.streams(any_of(*(eq("id", i) for i in chunk))))
     return streams
 
@@ -364,86 +317,3 @@ async def sweep_leftovers(qrs: QrsClient, *, min_age: timedelta, protected: set[
         )
         deleted.append(app)
     return deleted
-
-
-# -- what reconcile remembers ----------------------------------------------------------------
-
-
-class ReconcileRecord:
-    """The last successful reconcile and the ledger's handled requests, in the ledger database."""
-
-    def __init__(self, ledger_url: str) -> None:
-        self._ledger = Ledger(ledger_url)
-        self.engine = self._ledger.engine
-        metadata.create_all(self.engine)
-
-    def close(self) -> None:
-        self._ledger.close()
-
-    def __enter__(self) -> ReconcileRecord:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def mark(self) -> ReconcileMark | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(marks).where(marks.c.name == SOURCE_MARK)).first()
-        return ReconcileMark(row.first_at, row.last_at) if row else None
-
-    def mark_success(self, started: datetime) -> None:
-        """Reconcile succeeded in a run that started at ``started``."""
-        with self.engine.begin() as conn:
-            update = sa.update(marks).where(marks.c.name == SOURCE_MARK).values(last_at=started)
-            if conn.execute(update).rowcount == 0:
-                conn.execute(sa.insert(marks).values(name=SOURCE_MARK, first_at=started, last_at=started))
-
-    def unhandled(self, keys: Iterable[str]) -> set[str]:
-        """The keys the ledger has no record of (claimed, running or finished ones are handled)."""
-        wanted = set(keys)
-        seen: set[str] = set()
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(wanted), 500):
-                seen.update(
-                    row.key for row in conn.execute(sa.select(handled.c.key).where(handled.c.key.in_(chunk)))
-                )
-        return wanted - seen
-
-    def open_requests(self, now: datetime, window: timedelta = RETRY_WINDOW) -> list[OpenRequest]:
-        """Requests claimed within ``window`` and not done: unfinished, or failed."""
-        c = handled.c
-        query = sa.select(c.key, c.owner, c.outcome, c.claimed_at).where(
-            sa.or_(c.finished_at.is_(None), c.outcome == FAILED), c.claimed_at > now - window
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(c.claimed_at))
-            return [OpenRequest(row.key, row.owner, row.outcome, row.claimed_at) for row in rows]
-
-    def retries(self, keys: Iterable[str]) -> dict[str, int]:
-        """Automatic retries made so far, by request key (absent: none)."""
-        found: dict[str, int] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(keys)), 500):
-                query = sa.select(retry_counts.c.key, retry_counts.c.retries).where(
-                    retry_counts.c.key.in_(chunk)
-                )
-                found.update((row.key, row.retries) for row in conn.execute(query))
-        return found
-
-    def count_retry(self, key: str, run_id: str, at: datetime) -> int:
-        """One more automatic retry of ``key``'s run, counted before it is made; returns the count."""
-        c = retry_counts.c
-        with self.engine.begin() as conn:
-            update = sa.update(retry_counts).where(c.key == key)
-            if conn.execute(update.values(retries=c.retries + 1, run_id=run_id, last_at=at)).rowcount == 0:
-                conn.execute(sa.insert(retry_counts).values(key=key, retries=1, run_id=run_id, last_at=at))
-            return int(conn.execute(sa.select(c.retries).where(c.key == key)).scalar_one())
-
-    def running(self, now: datetime | None = None) -> list[str]:
-        """Request keys claimed and not finished, claimed recently enough that their run may be alive."""
-        claimed_after = (now or datetime.now(UTC)) - LONGEST_RUN
-        query = sa.select(handled.c.key).where(
-            handled.c.finished_at.is_(None), handled.c.claimed_at > claimed_after
-        )
-        with self.engine.connect() as conn:
-            return [row.key for row in conn.execute(query)]

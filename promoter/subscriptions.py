@@ -36,21 +36,19 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-import sqlalchemy as sa
-
 from promoter.errors import QrsError, QrsNotFound
-from promoter.ledger import Ledger, UtcDateTime
+from promoter.notifications import KINDS, ChangeKind, callback_url
 from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import eq
 from promoter.qrs.models import NULL_ID, ChangeType
 from promoter.qrs.responses import redact
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
-from promoter.webhook.callbacks import KINDS, ChangeKind, callback_url
+from promoter.store.subscriptions import SubscriptionRecord, SubscriptionStore
 
 Kind = ChangeKind | Literal["sentinel"]
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -87,26 +85,6 @@ SPECS: dict[ChangeKind, SubscriptionSpec] = {
 }
 SENTINEL_SPEC = SubscriptionSpec(SENTINEL, filter=eq("id", NULL_ID))
 
-metadata = sa.MetaData()
-table = sa.Table(
-    "source_subscriptions",
-    metadata,
-    sa.Column("handle", sa.String(36), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False, index=True),
-    sa.Column("url_hash", sa.String(64), nullable=False),
-    # active: the subscription in force for its kind; retiring: replaced, delete still owed.
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("last_check_at", UtcDateTime),
-    sa.Column("last_ok", UtcDateTime),  # the last check that found the subscriptions in place
-    sa.Column("last_error", sa.Text),
-)
-ACTIVE, RETIRING = "active", "retiring"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 def url_hash(url: str) -> str:
     """What we keep of a callback URL: it contains the webhook secret."""
@@ -122,109 +100,6 @@ def subscription_urls(settings: Settings) -> dict[Kind, str]:
     urls: dict[Kind, str] = {kind: callback_url(settings, kind) for kind in KINDS}
     urls[SENTINEL] = sentinel_url(settings)
     return urls
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRecord:
-    """One handle we hold on the source site."""
-
-    handle: UUID
-    kind: str
-    url_hash: str
-    state: str
-    created_at: datetime
-    last_check_at: datetime | None
-    last_ok: datetime | None
-    last_error: str | None
-
-
-class SubscriptionStore:
-    """The handles we hold, in the ledger database; every method is one short transaction."""
-
-    def __init__(self, ledger_url: str) -> None:
-        # The ledger's engine brings the SQLite pragmas (WAL, BEGIN IMMEDIATE) our writes rely on.
-        self._ledger = Ledger(ledger_url)
-        self.engine = self._ledger.engine
-        metadata.create_all(self.engine)
-
-    def close(self) -> None:
-        self._ledger.close()
-
-    def __enter__(self) -> SubscriptionStore:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def records(self) -> list[SubscriptionRecord]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(table).order_by(table.c.kind, table.c.created_at))
-            return [_record(row._mapping) for row in rows]
-
-    def active(self, kind: Kind) -> SubscriptionRecord | None:
-        found = [r for r in self.records() if r.kind == kind and r.state == ACTIVE]
-        return found[-1] if found else None
-
-    def adopt(self, kind: Kind, handle: UUID, hashed_url: str) -> list[SubscriptionRecord]:
-        """Make ``handle`` the kind's subscription; returns every earlier handle of the kind, now retiring.
-
-        One transaction, so two passes that overlap (the scheduled keeper and the CLI) leave
-        exactly one active handle per kind, and every other one is owed a delete.
-        """
-        now = _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(table)
-                .where(table.c.kind == kind, table.c.state == ACTIVE)
-                .values(state=RETIRING, last_check_at=now)
-            )
-            conn.execute(
-                sa.insert(table).values(
-                    handle=str(handle),
-                    kind=kind,
-                    url_hash=hashed_url,
-                    state=ACTIVE,
-                    created_at=now,
-                    last_check_at=now,
-                    last_ok=now,  # QRS just accepted it
-                )
-            )
-            rows = conn.execute(
-                sa.select(table).where(table.c.kind == kind, table.c.state == RETIRING)
-            ).fetchall()
-        return [_record(row._mapping) for row in rows]
-
-    def forget(self, handle: UUID) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(table).where(table.c.handle == str(handle)))
-
-    def checked(self, ok: bool, error: str | None = None) -> None:
-        """Record a check of the active subscriptions: found in place (ok), or why it could not tell."""
-        now = _now()
-        values: dict[str, Any] = {"last_check_at": now, "last_error": None if ok else (error or "")[:500]}
-        if ok:
-            values["last_ok"] = now
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(table).where(table.c.state == ACTIVE).values(**values))
-
-    def last_ok(self) -> datetime | None:
-        """When the three app subscriptions were last all found in place; None if one is missing."""
-        active = {r.kind: r for r in self.records() if r.state == ACTIVE}
-        times = [active[kind].last_ok if kind in active else None for kind in KINDS]
-        return None if any(t is None for t in times) else min(t for t in times if t is not None)
-
-
-def _record(row: Any) -> SubscriptionRecord:
-    return SubscriptionRecord(
-        handle=UUID(row["handle"]),
-        kind=row["kind"],
-        url_hash=row["url_hash"],
-        state=row["state"],
-        created_at=row["created_at"],
-        last_check_at=row["last_check_at"],
-        last_ok=row["last_ok"],
-        last_error=row["last_error"],
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,4 +335,4 @@ async def drop_subscriptions(settings: Settings, log: Log = log) -> list[Subscri
 def last_subscription_check(settings: Settings) -> datetime | None:
     """When the keeper last found all three app subscriptions in place (for the webhook's /healthz)."""
     with SubscriptionStore(settings.ledger_url.get_secret_value()) as store:
-        return store.last_ok()
+        return store.last_ok(KINDS)

@@ -214,7 +214,7 @@ def audit_group() -> None:
 def audit_export(csv: CsvFile, config: ConfigFile = None) -> None:
     """Write every promotion (one row per site) from the ledger as CSV, for the auditing dashboard."""
     from promoter.audit import export_csv
-    from promoter.ledger import Ledger
+    from promoter.store.ledger import Ledger
 
     settings = settings_or_exit(config)
     require_ledger(settings, config)

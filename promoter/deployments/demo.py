@@ -33,13 +33,13 @@ from promoter.deployments.stack import (
     project_dir,
 )
 from promoter.errors import PromoterError
+from promoter.notifications import callback_url
 from promoter.prefect_api import HANDLE_CHANGE, recent_runs, run_states, with_prefect
 from promoter.sandbox.s3 import S3Sandbox
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
 from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties
 from promoter.settings import PrefectSettings, Settings, SiteSettings, WebhookSettings, write_settings
-from promoter.webhook.callbacks import callback_url
 
 T = TypeVar("T")
 

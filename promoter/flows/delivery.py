@@ -21,7 +21,6 @@ from prefect.runtime import task_run
 from promoter.approval import Mode, Target
 from promoter.drift import Meant, NotAsPlaced, judge_site, verify_placed
 from promoter.errors import PromoterError, QrsError, QrsNotFound, SiteFailed
-from promoter.ledger import Backup
 from promoter.outcome import Placement, SiteOutcome
 from promoter.planning import SitePlan, plan_site
 from promoter.provenance import UploadSlot, copy_name, upload_name
@@ -30,6 +29,7 @@ from promoter.qrs.client import QrsClient
 from promoter.qrs.filters import any_of, eq
 from promoter.qrs.models import App
 from promoter.settings import Settings
+from promoter.store.ledger import Backup
 from promoter.tasks import ledger, site
 from promoter.tasks.policy import TRANSIENT_RETRIES
 from promoter.tasks.versioning import store_backup

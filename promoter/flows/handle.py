@@ -7,11 +7,12 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from promoter.approval import Action, Decision, Trigger, approval_key, decide, notice_key
+from promoter.approval import Action, Decision, approval_key, decide, notice_key
 from promoter.authorization import AuthorizationResult, authorize
 from promoter.errors import QrsNotFound
 from promoter.flows.promotion import SOURCE, alert, deny, outdated, promote, refuse
 from promoter.mail_headers import one_line
+from promoter.notifications import ChangeKind
 from promoter.prefect_api import name_at_start
 from promoter.qrs.models import App, Stream, StreamCondensed, UserCondensed
 from promoter.settings import Settings, load_settings
@@ -25,7 +26,7 @@ change_run = name_at_start("handle-app-change")
 @flow(name="handle-app-change", flow_run_name=change_run, timeout_seconds=6 * 3600)
 async def handle_app_change(
     app_id: UUID,
-    trigger: Trigger = "updated",
+    trigger: ChangeKind = "updated",
     change_id: str | None = None,
     published_to: UUID | None = None,
     published_at: str | None = None,

@@ -13,9 +13,7 @@ from promoter.qrs.models import qrs_now
 from promoter.reconcile import (
     PENDING_LIMIT,
     RETRY_LIMIT,
-    RETRY_WINDOW,
     STOPPED,
-    OpenRequest,
     decide_retry,
     find_missed,
     in_hand,
@@ -23,6 +21,7 @@ from promoter.reconcile import (
     window_start,
 )
 from promoter.settings import load_settings
+from promoter.store.reconcile_marks import RETRY_WINDOW, OpenRequest
 from promoter.tasks.reconcile import (
     count_retry,
     earlier_submissions,

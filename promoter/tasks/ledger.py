@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
-from promoter.ledger import Backup, Ledger, SiteResult
 from promoter.outcome import SiteOutcome
 from promoter.planning import KnownTarget
 from promoter.provenance import UploadSlot
 from promoter.qrs.models import App
 from promoter.settings import load_settings
+from promoter.store.ledger import Backup, Ledger, SiteResult
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID
 
-from promoter.ledger import Ledger, Lineage
 from promoter.settings import load_settings
+from promoter.store.ledger import Ledger, Lineage
 
 
 def _ledger() -> Ledger:

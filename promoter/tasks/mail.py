@@ -12,9 +12,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from promoter import mailer
-from promoter.ledger import Ledger
 from promoter.mail_headers import recipients
 from promoter.settings import load_settings
+from promoter.store.ledger import Ledger
 from promoter.tasks.ledger import in_ledger
 from promoter.tasks.policy import TRANSIENT_RETRIES
 

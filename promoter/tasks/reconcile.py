@@ -33,9 +33,6 @@ from promoter.reconcile import (
     MAINTENANCE_FLOWS,
     STOPPED,
     MissedRequest,
-    OpenRequest,
-    ReconcileMark,
-    ReconcileRecord,
     RunStatus,
     SourceSurvey,
     running_upload_tokens,
@@ -44,6 +41,7 @@ from promoter.reconcile import (
     sweep_leftovers,
 )
 from promoter.settings import load_settings
+from promoter.store.reconcile_marks import OpenRequest, ReconcileMark, ReconcileRecord
 from promoter.tasks.policy import PREFECT_CALL, TRANSIENT_RETRIES
 
 READ = {"cache_policy": NO_CACHE, "timeout_seconds": 600, **TRANSIENT_RETRIES}

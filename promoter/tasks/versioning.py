@@ -9,8 +9,8 @@ from uuid import UUID
 from prefect import task
 
 from promoter import versioning
-from promoter.ledger import Backup
 from promoter.settings import load_settings
+from promoter.store.ledger import Backup
 from promoter.tasks.policy import TRANSIENT_RETRIES
 
 S3_STEP = {"persist_result": True, "timeout_seconds": 4 * 3600, **TRANSIENT_RETRIES}

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from promoter.errors import PromoterError
-from promoter.webhook.callbacks import ChangeKind
+from promoter.notifications import ChangeKind
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from uuid import UUID
 
 from promoter.approval import Action, decide_publish_alert, is_relevant
 from promoter.errors import QrsError, QrsNotFound
+from promoter.notifications import ChangeKind
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, Stream, format_qrs_time
 from promoter.qrs.retry import RetryPolicy
 from promoter.settings import Settings
-from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.submitter import Relevance, RelevanceCheck
 
 # A pre-filter must be cheap: when QRS does not answer at once, the change goes on to the flow,

@@ -16,9 +16,9 @@ from starlette.requests import ClientDisconnect
 
 from promoter.errors import IntakeError
 from promoter.intake import TooManyChanges, parse_changes
+from promoter.notifications import ChangeKind
 from promoter.qrs.models import Change, ChangeType, format_qrs_time, qrs_now
 from promoter.webhook.auth import mask_secret, secret_matches
-from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Notice, OutboxUnavailable
 from promoter.webhook.refusals import RefusalLog
 from promoter.webhook.state import webhook_state

@@ -27,9 +27,9 @@ from uuid import UUID
 import httpx
 from prefect.exceptions import ObjectNotFound
 
+from promoter.notifications import ChangeKind
 from promoter.outcome import change_run_name
 from promoter.prefect_api import HANDLE_CHANGE, WEBHOOK_TAGS, change_parameters, find_deployment, start_run
-from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Outbox, OutboxUnavailable, PendingChange
 
 if TYPE_CHECKING:

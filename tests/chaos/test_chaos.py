@@ -26,13 +26,13 @@ import pytest
 
 from promoter.approval import approval_key
 from promoter.deployments.orchestration import ZOMBIE_AFTER
-from promoter.ledger import Ledger
 from promoter.prefect_api import HANDLE_CHANGE as HANDLE
 from promoter.prefect_api import KEEP_SUBSCRIPTIONS as KEEPER
 from promoter.prefect_api import RECONCILE
 from promoter.qrs.models import App
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.store.ledger import Ledger
 from tests.chaos.conftest import Chaos, run
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 
@@ -279,7 +279,7 @@ def promoted_after(chaos: Chaos, keys: list[str], since: float) -> str:
     """How many of these requests the ledger shows promoted, and when the last one was (after ``since``)."""
     import sqlalchemy as sa
 
-    from promoter.ledger import handled
+    from promoter.store.ledger import handled
 
     with Ledger(chaos.settings.ledger_url.get_secret_value()) as ledger, ledger.engine.connect() as conn:
         query = sa.select(handled.c.finished_at).where(

@@ -14,7 +14,6 @@ from uuid import UUID
 import pytest
 from pydantic import SecretStr
 
-from promoter.ledger import Ledger
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.sandbox.s3 import S3Sandbox
@@ -23,6 +22,7 @@ from promoter.sandbox.smtp import SmtpSandbox
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, Person, World, build_world, publish_as, set_properties
 from promoter.settings import Settings, WebhookSettings, write_settings
+from promoter.store.ledger import Ledger
 
 # Prefect's in-process engine leaves sockets of its own API clients (log and event workers,
 # per-loop client cache) to the garbage collector when a test's event loop closes. That is

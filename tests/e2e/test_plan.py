@@ -19,9 +19,9 @@ from promoter.approval import Action, Mode
 from promoter.cli import app as cli
 from promoter.flows.handle import handle_app_change
 from promoter.flows.plan import build_plan, plan_promotion
-from promoter.ledger import metadata
 from promoter.promotion_plan import PlannedSite, PromotionPlan
 from promoter.sandbox.world import MANAGER, REP
+from promoter.store.database import metadata
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 from tests.e2e.test_approval_cycles import owners_copy, republish
 

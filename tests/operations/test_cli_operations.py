@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from promoter.cli import app
 from promoter.cli.operations import current_account
 from promoter.deployments.stack import free_port
-from promoter.ledger import Ledger
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, SiteSettings, write_settings
+from promoter.store.ledger import Ledger
 from tests.fixtures.deployments import Registration
 
 RUN_URL = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")

@@ -18,18 +18,16 @@ from prefect.states import Crashed, Failed, Pending, Running
 
 from promoter.flows.handle import handle_app_change
 from promoter.flows.reconcile import reconcile
-from promoter.ledger import FAILED
 from promoter.prefect_api import HANDLE_CHANGE, KEEP_SUBSCRIPTIONS
 from promoter.reconcile import (
-    LONGEST_RUN,
     PENDING_LIMIT,
-    OpenRequest,
-    ReconcileRecord,
     RunStatus,
     decide_retry,
     in_hand,
     stalled,
 )
+from promoter.store.ledger import FAILED, Ledger
+from promoter.store.reconcile_marks import LONGEST_RUN, OpenRequest, ReconcileRecord
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 from tests.fixtures.deployments import Registration
 
@@ -88,8 +86,8 @@ def test_completed_or_missing_runs_are_reported_not_retried() -> None:
 
 def test_the_record_lists_open_requests_and_counts_retries(tmp_path: Path) -> None:
     """Open: claimed and unfinished, or failed, within the window; finished ones and old ones are not."""
-    with ReconcileRecord(f"sqlite:///{tmp_path / 'ledger.db'}") as record:
-        ledger = record._ledger
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with ReconcileRecord(url) as record, Ledger(url) as ledger:
         for key in ("running", "failed", "done"):
             ledger.claim(key, owner=f"run-{key}")
         ledger.mark_outcome("failed", FAILED)

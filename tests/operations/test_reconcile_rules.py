@@ -9,7 +9,6 @@ from promoter.prefect_api import change_parameters
 from promoter.provenance import UploadSlot, new_upload_secret, upload_name, upload_token
 from promoter.qrs.models import App
 from promoter.reconcile import (
-    ReconcileMark,
     find_missed,
     leftover_uploads,
     running_upload_tokens,
@@ -17,6 +16,7 @@ from promoter.reconcile import (
     window_start,
 )
 from promoter.settings import ReloadSettings
+from promoter.store.reconcile_marks import ReconcileMark
 from tests.unit.factories import WHEN, make_app, make_settings, make_stream, target_app
 
 SETTINGS = make_settings()

@@ -17,10 +17,10 @@ import pytest
 from pydantic import SecretStr
 
 from promoter.approval import approval_key
-from promoter.ledger import Ledger
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
 from promoter.settings import PrefectSettings
+from promoter.store.ledger import Ledger
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.fixtures.postgres import postgres_url, throwaway_database
 from tests.fixtures.stack import LiveStack, StartStack, run
@@ -68,7 +68,7 @@ def claim_owners(ledger: Ledger, keys: list[str]) -> set[str]:
     """The flow runs that hold the ledger's claims of ``keys`` (the runs that promoted)."""
     import sqlalchemy as sa
 
-    from promoter.ledger import handled
+    from promoter.store.ledger import handled
 
     with ledger.engine.connect() as conn:
         return {row.owner for row in conn.execute(sa.select(handled.c.owner).where(handled.c.key.in_(keys)))}

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from promoter.cli import app
 from promoter.deployments.launcher import wait_for
 from promoter.deployments.stack import UP_RECORD, free_port
-from promoter.ledger import Ledger
 from promoter.sandbox.server import Sandbox
 from promoter.settings import Settings, SiteSettings, WebhookSettings, load_settings, under, write_settings
-from promoter.subscriptions import SubscriptionStore
+from promoter.store.ledger import Ledger
+from promoter.store.subscriptions import SubscriptionStore
 from tests.fixtures.deployments import child_environment, cli_command
 from tests.fixtures.stack import descendants
 

@@ -15,6 +15,7 @@ import pytest
 
 from promoter.errors import QrsError
 from promoter.flows.subscriptions import keep_subscriptions
+from promoter.notifications import KINDS, ChangeKind, callback_path, callback_url
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
 from promoter.qrs.retry import RetryPolicy
@@ -29,7 +30,6 @@ from promoter.subscriptions import (
     sentinel_url,
     watch_seconds,
 )
-from promoter.webhook.callbacks import KINDS, ChangeKind, callback_path, callback_url
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.operations.conftest import Delivery, Receiver
 

@@ -22,15 +22,15 @@ from promoter.approval import approval_key
 from promoter.cli.doctor import check_webhook
 from promoter.deployments.stack import Stack, StackOptions, free_port, project_dir
 from promoter.errors import SettingsError
-from promoter.ledger import Ledger
+from promoter.notifications import callback_url
 from promoter.qrs.client import QrsClient
 from promoter.sandbox.server import Sandbox
 from promoter.sandbox.serving import tcp_listener
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
 from promoter.settings import Settings, SiteSettings, WebhookSettings
+from promoter.store.ledger import Ledger
 from promoter.webhook.address import public_address
-from promoter.webhook.callbacks import callback_url
 from tests.e2e.conftest import IN_PROCESS_FLOWS
 from tests.fixtures.stack import LiveStack, StartStack, run
 from tests.fixtures.webhook_tls import (
@@ -219,7 +219,7 @@ def webhook_runs(outbox: Path, app_id: object) -> set[str]:
 def claim_owner(ledger: Ledger, key: str) -> str:
     import sqlalchemy as sa
 
-    from promoter.ledger import handled
+    from promoter.store.ledger import handled
 
     with ledger.engine.connect() as conn:
         return str(conn.execute(sa.select(handled.c.owner).where(handled.c.key == key)).scalar_one())

@@ -14,13 +14,13 @@ from promoter.approval import (
     Decision,
     Mode,
     Target,
-    Trigger,
     approval_key,
     decide,
     is_relevant,
     notice_key,
     show,
 )
+from promoter.notifications import ChangeKind
 from promoter.settings import (
     EmailSettings,
     ReloadSettings,
@@ -46,7 +46,7 @@ class Case:
     id: str
     props: tuple[tuple[str, str], ...]
     expect: dict[str, Any]
-    trigger: Trigger = "updated"
+    trigger: ChangeKind = "updated"
     settings: dict[str, Any] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
     reason_has: str = ""
@@ -715,7 +715,7 @@ def test_only_targets_someone_else_changed_after_the_approval_outdate_it() -> No
 
 @pytest.mark.parametrize(("trigger", "tagged"), [("updated", False), ("updated", True), ("reloaded", True)])
 def test_targets_changed_after_promote_on_reload_was_set_make_it_outdated(
-    trigger: Trigger, tagged: bool
+    trigger: ChangeKind, tagged: bool
 ) -> None:
     """The manager set PromoteOnReload; the rep then added prod: neither tagged nor promoted on reload."""
     app = make_app(
@@ -758,7 +758,7 @@ def test_a_refused_promotion_on_reload_is_told_once_per_setting_not_per_reload()
     reloaded = app.model_copy(update={"last_reload_time": LATER, "tags": make_app(tagged=True).tags})
     changed = make_app(RELOAD, TEST_OVERWRITE, prop("PromoteToStream", "Review"), app_id=app.id)
 
-    def key(a: Any, trigger: Trigger) -> str:
+    def key(a: Any, trigger: ChangeKind) -> str:
         return notice_key(a, decide(a, trigger, settings), approval_key(a, settings, trigger), settings)
 
     assert key(app, "updated") == key(app, "reloaded") == key(reloaded, "reloaded")

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from promoter.audit import COLUMNS, export_csv, safe_cell
-from promoter.ledger import Backup, Ledger
+from promoter.store.ledger import Backup, Ledger
 
 
 @pytest.fixture

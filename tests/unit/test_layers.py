@@ -1,5 +1,6 @@
-"""The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`) imports no Prefect, and
-`tasks/` and `flows/` import nothing from `deployments/`, `webhook/` or the CLI above them.
+"""The layers of DESIGN.md: the core (`promoter/*.py`, `promoter/qrs/`, `promoter/store/`) imports no
+Prefect and nothing above it, and `tasks/` and `flows/` import nothing from `deployments/`,
+`webhook/` or the CLI above them.
 
 `promoter/prefect_api.py` is the one module of `promoter/` that talks to Prefect (inside its
 functions, so importing it loads no Prefect): below the tasks and flows, above the rest of the core."""
@@ -20,7 +21,11 @@ def modules(folder: Path, prefix: str) -> list[str]:
 
 def test_the_core_imports_no_prefect() -> None:
     """Importing every core module, in a fresh interpreter, leaves Prefect unloaded."""
-    core = modules(PACKAGE, "promoter") + modules(PACKAGE / "qrs", "promoter.qrs")
+    core = [
+        *modules(PACKAGE, "promoter"),
+        *modules(PACKAGE / "qrs", "promoter.qrs"),
+        *modules(PACKAGE / "store", "promoter.store"),
+    ]
     script = (
         "import importlib, sys\n"
         f"for name in {core!r}:\n"
@@ -35,29 +40,46 @@ def test_the_core_imports_no_prefect() -> None:
     assert (done.returncode, done.stderr[-500:]) == (0, "")
 
 
+def imported_names(path: Path) -> list[str]:
+    """Every module name ``path`` imports, at any depth (inside functions too)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+    return names
+
+
+def test_the_core_imports_nothing_above_it() -> None:
+    """No core module imports the flows, tasks, deployments, webhook, CLI or sandbox."""
+    above = (
+        "promoter.flows",
+        "promoter.tasks",
+        "promoter.deployments",
+        "promoter.webhook",
+        "promoter.cli",
+        "promoter.sandbox",
+    )
+    folders = (PACKAGE, PACKAGE / "qrs", PACKAGE / "store")
+    upward = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for folder in folders
+        for path in folder.glob("*.py")
+        for name in imported_names(path)
+        if name.startswith(above)
+    ]
+
+    assert upward == []
+
+
 def test_tasks_and_flows_import_only_downwards() -> None:
     """No task or flow module imports the deployments, the webhook, the CLI or the sandbox."""
     above = ("promoter.deployments", "promoter.webhook", "promoter.cli", "promoter.sandbox")
     upward = []
     for folder in (PACKAGE / "tasks", PACKAGE / "flows"):
         for path in folder.glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-                upward += [f"{path.name}: {name}" for name in names if name.startswith(above)]
+            upward += [f"{path.name}: {name}" for name in imported_names(path) if name.startswith(above)]
 
     assert upward == []
-
-
-def imported_names(path: Path) -> list[str]:
-    """Every module name ``path`` imports, at any depth (inside functions too)."""
-    names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            names.append(node.module or "")
-        elif isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-    return names
 
 
 def test_the_prefect_api_module_sits_between_the_core_and_the_tasks() -> None:
@@ -66,7 +88,7 @@ def test_the_prefect_api_module_sits_between_the_core_and_the_tasks() -> None:
     above = ("promoter.tasks", "promoter.flows", "promoter.deployments", "promoter.webhook", "promoter.cli")
     above += ("promoter.sandbox",)
     upward = [name for name in imported_names(PACKAGE / "prefect_api.py") if name.startswith(above)]
-    core = [*PACKAGE.glob("*.py"), *(PACKAGE / "qrs").glob("*.py")]
+    core = [*PACKAGE.glob("*.py"), *(PACKAGE / "qrs").glob("*.py"), *(PACKAGE / "store").glob("*.py")]
     downward = [
         path.name
         for path in core

@@ -14,9 +14,9 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import text
 
-from promoter.ledger import FAILED, Backup, Ledger
 from promoter.planning import KnownTarget
 from promoter.provenance import upload_name, upload_token
+from promoter.store.ledger import FAILED, Backup, Ledger
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 T = TypeVar("T")

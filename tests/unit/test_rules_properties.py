@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promoter.approval import Action, Trigger, approval_key, decide
+from promoter.approval import Action, approval_key, decide
+from promoter.notifications import ChangeKind
 from promoter.settings import EmailSettings, ReloadSettings, UnpublishSettings, VersioningSettings
 from tests.unit.factories import make_app, make_settings, make_stream, prop
 
@@ -53,7 +54,7 @@ def _approval_values(props: list[tuple[str, str]]) -> list[str]:
 @settings(max_examples=300, deadline=None)
 @given(props=PROPS, trigger=TRIGGERS, config=SETTINGS, published=st.booleans(), tagged=st.booleans())
 def test_decide_never_raises_and_promotes_only_on_approval_or_reload(
-    props: list[tuple[str, str]], trigger: Trigger, config: Any, published: bool, tagged: bool
+    props: list[tuple[str, str]], trigger: ChangeKind, config: Any, published: bool, tagged: bool
 ) -> None:
     """Whatever the values, decide() returns; PROMOTE needs an approval, PROMOTE_ON_RELOAD a reload."""
     app = make_app(*props, published=published, tagged=tagged)
@@ -77,7 +78,7 @@ def test_decide_never_raises_and_promotes_only_on_approval_or_reload(
 
 @settings(max_examples=200, deadline=None)
 @given(props=PROPS, trigger=TRIGGERS, config=SETTINGS)
-def test_a_denial_never_promotes(props: list[tuple[str, str]], trigger: Trigger, config: Any) -> None:
+def test_a_denial_never_promotes(props: list[tuple[str, str]], trigger: ChangeKind, config: Any) -> None:
     """An app whose approval says Deny is never promoted through the approval path."""
     app = make_app(("PromotionApproval", "Deny"), *props)
 
@@ -168,7 +169,7 @@ def test_a_target_someone_else_set_after_the_deciding_value_never_promotes(
     props: list[tuple[str, str, str, int]],
     late_name: str,
     late_value: str,
-    trigger: Trigger,
+    trigger: ChangeKind,
     config: Any,
     tagged: bool,
 ) -> None:

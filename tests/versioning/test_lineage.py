@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from promoter.audit import export_csv
-from promoter.ledger import Ledger, Lineage
 from promoter.planning import KnownTarget
+from promoter.store.ledger import Ledger, Lineage
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from promoter.errors import SettingsError
+from promoter.notifications import KINDS, callback_url
 from promoter.settings import WebhookSettings
 from promoter.webhook.auth import (
     MaskSecretInAccessLog,
@@ -18,7 +19,6 @@ from promoter.webhook.auth import (
     secret_matches,
     source_allowed,
 )
-from promoter.webhook.callbacks import KINDS, callback_url
 from tests.webhook.support import SECRET, make_settings
 
 

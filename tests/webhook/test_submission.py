@@ -24,12 +24,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import run_flow_async
 
 from promoter.flows.handle import change_run
+from promoter.notifications import ChangeKind
 from promoter.sandbox.repository import Actor
 from promoter.sandbox.seed import seed_app
 from promoter.sandbox.server import Sandbox
 from promoter.settings import EmailSettings, Settings
 from promoter.webhook.app import create_app
-from promoter.webhook.callbacks import ChangeKind
 from promoter.webhook.outbox import Notice, Outbox, OutboxEntry
 from promoter.webhook.relevance import qrs_relevance
 from promoter.webhook.submitter import Relevance, Submitter

@@ -12,39 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from promoter.planning import KnownTarget
 from promoter.provenance import UploadSlot, new_upload_secret, upload_token
+from promoter.store.database import ADDED_LATER, Store, UtcDateTime, metadata, now
 
 FAILED = "failed"  # a handled change with this outcome may be claimed again
 _NEVER_STALE = datetime(1753, 1, 1, tzinfo=UTC)
 
 
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite keeps no zone)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-metadata = sa.MetaData()
 handled = sa.Table(
     "handled_changes",
     metadata,
@@ -101,15 +82,10 @@ identities = sa.Table(
     sa.Column("stream_name", sa.String(255), nullable=False),
     sa.Column("remembered_at", UtcDateTime, nullable=False),
     # The target app as read back right after it was placed, for the drift guard (promoter.drift).
-    # Added after the table: _add_columns gives an existing ledger these columns, empty.
-    sa.Column("placed_modified_date", UtcDateTime, nullable=True),
-    sa.Column("placed_file_size", sa.BigInteger, nullable=True),
+    # Added after the table: an existing ledger gets these columns, empty (see ADDED_LATER).
+    sa.Column("placed_modified_date", UtcDateTime, nullable=True, info=ADDED_LATER),
+    sa.Column("placed_file_size", sa.BigInteger, nullable=True, info=ADDED_LATER),
 )
-# Columns added to a table after ledgers with that table were in use: create_all creates missing
-# tables but never alters an existing one, so these are added by ALTER TABLE when missing.
-ADDED_COLUMNS: dict[sa.Table, tuple[str, ...]] = {
-    identities: ("placed_modified_date", "placed_file_size"),
-}
 # Unpublishing gives the owner a copy with a new app id; the copy continues the app it was made
 # from. Everything kept per app across approval cycles (its S3 history, its targets) is kept under
 # the root: the first app of the chain. A new table, so create_all adds it to an existing ledger.
@@ -217,49 +193,14 @@ class EmailSent:
     claimed_at: datetime
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
-    # WAL lets readers run beside the writer; BEGIN IMMEDIATE takes the write lock up front so
-    # two writers queue on busy_timeout instead of failing halfway with "database is locked".
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class Ledger:
+class Ledger(Store):
     """The promotion ledger at one SQLAlchemy URL; tables are created on first use."""
 
     def __init__(self, url: str = "sqlite:///var/ledger.db") -> None:
-        parsed = make_url(url)
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(parsed, pool_pre_ping=not self.is_sqlite)
-        if self.is_sqlite:
-            _sqlite_pragmas(self.engine)
-        metadata.create_all(self.engine)
-        _add_columns(self.engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
+        super().__init__(url)
 
     def __enter__(self) -> Ledger:
         return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _write(self, statement: Any) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(statement).rowcount
 
     def _insert_once(self, statement: Any) -> bool:
         try:
@@ -267,10 +208,6 @@ class Ledger:
         except IntegrityError:
             return False
         return True
-
-    def _read(self, query: Any) -> list[Any]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(query))
 
     # -- handled changes: one approval, reload or publish is acted on once --------------------
 
@@ -287,22 +224,22 @@ class Ledger:
 
         ``stale_after``: a claim left unfinished that long (its run crashed) may be taken over.
         """
-        row = {"key": key, "kind": kind, "app_id": app_id, "owner": owner, "claimed_at": _now()}
+        row = {"key": key, "kind": kind, "app_id": app_id, "owner": owner, "claimed_at": now()}
         if self._insert_once(sa.insert(handled).values(**row)):
             return True
         c = handled.c
-        abandoned_before = _now() - stale_after if stale_after is not None else _NEVER_STALE
+        abandoned_before = now() - stale_after if stale_after is not None else _NEVER_STALE
         retake = sa.or_(
             sa.and_(c.owner == owner, c.finished_at.is_(None)),
             c.outcome == FAILED,
             sa.and_(c.finished_at.is_(None), c.claimed_at < abandoned_before),
         )
-        values = {"owner": owner, "attempts": c.attempts + 1, "claimed_at": _now(), "finished_at": None}
+        values = {"owner": owner, "attempts": c.attempts + 1, "claimed_at": now(), "finished_at": None}
         return self._write(sa.update(handled).where(c.key == key, retake).values(**values, outcome=None)) == 1
 
     def mark_outcome(self, key: str, outcome: str, detail: str = "") -> None:
         """Close a claim: "done", "ignored", "denied", ... or FAILED (which may be claimed again)."""
-        values = {"outcome": outcome, "detail": detail[:2000], "finished_at": _now()}
+        values = {"outcome": outcome, "detail": detail[:2000], "finished_at": now()}
         self._write(sa.update(handled).where(handled.c.key == key).values(**values))
 
     def outcome(self, key: str) -> str | None:
@@ -334,7 +271,7 @@ class Ledger:
                 action=action,
                 trigger=trigger,
                 reason=reason,
-                started_at=_now(),
+                started_at=now(),
                 status="running",
             )
         )
@@ -345,7 +282,7 @@ class Ledger:
         self._update_promotion(promotion_id, s3_key=s3_key, s3_version_id=s3_version_id)
 
     def finish_promotion(self, promotion_id: int, status: str) -> None:
-        self._update_promotion(promotion_id, status=status, finished_at=_now())
+        self._update_promotion(promotion_id, status=status, finished_at=now())
 
     def _update_promotion(self, promotion_id: int, **values: Any) -> None:
         self._write(sa.update(promotions).where(promotions.c.id == promotion_id).values(**values))
@@ -380,7 +317,7 @@ class Ledger:
             "backups": [{"app_id": str(b.app_id), "key": b.key, "version_id": b.version_id} for b in backups],
             "status": status,
             "error": error[:2000],
-            "recorded_at": _now(),
+            "recorded_at": now(),
         }
         if not self._insert_once(
             sa.insert(site_results).values(promotion_id=promotion_id, site=site, **values)
@@ -419,7 +356,7 @@ class Ledger:
             "continues_app_id": app_id,
             "root_app_id": root.root_app_id,
             "root_app_name": root.root_app_name,
-            "recorded_at": _now(),
+            "recorded_at": now(),
         }
         self._insert_once(sa.insert(lineages).values(**row))
         return self.lineage(copy_app_id, app_name)
@@ -480,7 +417,7 @@ class Ledger:
         values = {
             "stream_id": stream_id,
             "stream_name": stream_name,
-            "remembered_at": _now(),
+            "remembered_at": now(),
             "placed_modified_date": modified_date,
             "placed_file_size": file_size,
         }
@@ -534,7 +471,7 @@ class Ledger:
             "promotion_key": promotion_key,
             "kind": kind,
             "recipients": list(recipients),
-            "claimed_at": _now(),
+            "claimed_at": now(),
         }
         return self._insert_once(sa.insert(emails).values(**row))
 
@@ -556,7 +493,7 @@ class Ledger:
         The slot is stored before anything is uploaded, so every attempt of the request, however it
         ends, looks for and adopts the same upload.
         """
-        row = {"request_key": request_key, "site": site, "secret": new_upload_secret(), "began_at": _now()}
+        row = {"request_key": request_key, "site": site, "secret": new_upload_secret(), "began_at": now()}
         self._insert_once(sa.insert(uploads).values(**row))
         stored = self._read(sa.select(uploads).filter_by(request_key=request_key, site=site))[0]
         return UploadSlot(upload_token(request_key, site), stored.secret, stored.began_at)
@@ -568,7 +505,7 @@ class Ledger:
             "site": site,
             "target_app_id": target_app_id,
             "backup_key": backup.key,
-            "started_at": _now(),
+            "started_at": now(),
         }
         statement = sa.insert(rollbacks).values(
             **values, backup_version_id=backup.version_id, requested_by=requested_by
@@ -577,27 +514,8 @@ class Ledger:
             return int(conn.execute(statement).inserted_primary_key[0])
 
     def finish_rollback(self, rollback_id: int, status: str, error: str = "") -> None:
-        values = {"status": status, "error": error[:2000], "finished_at": _now()}
+        values = {"status": status, "error": error[:2000], "finished_at": now()}
         self._write(sa.update(rollbacks).where(rollbacks.c.id == rollback_id).values(**values))
-
-
-def _add_columns(engine: Engine) -> None:
-    """Add the ADDED_COLUMNS a ledger made before them lacks (nullable, so existing rows read as None).
-
-    Two processes opening the same old ledger may both try: the loser's ALTER fails on the
-    column the winner added, which is then present, so only a column still missing is an error.
-    """
-    for table, names in ADDED_COLUMNS.items():
-        for name in names:
-            if name in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                continue
-            column = sa.schema.CreateColumn(table.c[name]).compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
-            except DBAPIError:
-                if name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                    raise
 
 
 def _site_result(row: Any) -> SiteResult:

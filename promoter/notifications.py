@@ -1,4 +1,9 @@
-"""The callback URLs QRS posts change notifications to: one per kind of change."""
+"""The changes of an app QRS notifies us of, and the callback URL each kind is posted to.
+
+Three kinds: an app was updated (approvals arrive as updates), reloaded, or published. The
+webhook serves one route per kind, the subscriptions register one URL per kind, and the rules
+decide per kind (``approval.decide``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Literal, get_args
 
 from promoter.settings import Settings
 
+# What changed on an app: the kind of notification, and the trigger of a flow run.
 ChangeKind = Literal["updated", "reloaded", "published"]
 KINDS: tuple[ChangeKind, ...] = get_args(ChangeKind)
 
