@@ -6,7 +6,7 @@
                                               [--executor in-process|process]
                                               [--restart-after-runs N]
 
-The demo's setup (promoter/deployments/demo.py) starts sandbox sites dev, test and prod, SMTP and
+The demo's setup (promoter/sandbox/demo.py) starts sandbox sites dev, test and prod, SMTP and
 S3 stand-ins, a Prefect server (SQLite, or a throwaway database on the PostgreSQL at 127.0.0.1:5432), the
 deployments, --workers executors (`qs-promoter executor`; with --executor process Prefect's
 process workers, a Python process per flow run, as before the executor) and the webhook.
@@ -55,14 +55,14 @@ from processes import Meter, spent
 from results import write
 
 from promoter.approval import approval_key
-from promoter.deployments.demo import Demo, run
-from promoter.deployments.launcher import Child
-from promoter.deployments.stack import Stack, is_worker
+from promoter.child_processes import Child
 from promoter.notifications import callback_url
 from promoter.prefect_api import with_prefect
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App
+from promoter.sandbox.demo import Demo, run
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.services.stack import Stack, is_worker
 from promoter.store.ledger import Ledger
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
@@ -427,7 +427,7 @@ def restarts_in_force(executor: str) -> str:
     """When the executor restarts itself, as `qs-promoter executor` decides it in this environment."""
     if executor == "process":
         return "never (a process per flow run)"
-    from promoter.deployments.executor import RESTART_ABOVE_BYTES, RESTART_AFTER_RUNS
+    from promoter.services.executor import RESTART_ABOVE_BYTES, RESTART_AFTER_RUNS
 
     runs = int(os.environ.get(RESTART_RUNS_ENV) or RESTART_AFTER_RUNS)
     return (

@@ -22,7 +22,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 # No test reads task-run records or events.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED", "false")
-# As the stack's server (promoter.deployments.stack.SLOT_WAIT_SETTING): a run denied a slot asks
+# As the stack's server (promoter.services.stack.SLOT_WAIT_SETTING): a run denied a slot asks
 # again within a second, not after up to 30 s.
 os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS", "1")
 os.environ.pop("PREFECT_API_URL", None)

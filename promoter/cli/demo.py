@@ -50,8 +50,8 @@ def demo(
         del os.environ[name]
     os.environ["PREFECT_HOME"] = str(root / "prefect")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from promoter.deployments.demo import Demo, StepFailed
-    from promoter.deployments.stack import Interrupted, StackError
+    from promoter.sandbox.demo import Demo, StepFailed
+    from promoter.services.stack import Interrupted, StackError
 
     started = time.monotonic()
     scenario = Demo(root, echo=echo, step_timeout=step_timeout)

@@ -31,8 +31,8 @@ from promoter.settings import Settings, config_path, load_settings
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
-    from promoter.deployments.stack import UpRecord
     from promoter.qlik_setup import Survey
+    from promoter.services.stack import UpRecord
 
 DEFAULT_PREFECT_API = "http://127.0.0.1:4200/api"
 CHECK_TIMEOUT = 10.0
@@ -90,7 +90,7 @@ def run_checks(
 ) -> Iterator[Check]:
     """Every check in order; later checks are skipped when the settings cannot be read."""
     from promoter.cli.up import state_folder
-    from promoter.deployments.stack import UpRecord
+    from promoter.services.stack import UpRecord
 
     path = config_path(config)
     if not path.is_file():

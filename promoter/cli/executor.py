@@ -88,7 +88,7 @@ def executor(
         raise typer.Exit(2) from None
 
     from promoter.cli.doctor import prefect_results_folder
-    from promoter.deployments.executor import (
+    from promoter.services.executor import (
         DEFAULT_LIMIT,
         RESTART_ABOVE_BYTES,
         RESTART_AFTER_RUNS,
@@ -136,7 +136,7 @@ def settings_or_exit(config: Path | None) -> Settings:
 def prepare_environment(config: Path | None) -> None:
     """What the flows and Prefect must find in the environment; before Prefect is imported (it
     reads its settings once, at import)."""
-    from promoter.deployments.orchestration import HEARTBEAT_SECONDS
+    from promoter.services.orchestration import HEARTBEAT_SECONDS
 
     # The flows read the settings file themselves, after the executor changed into the project
     # folder (the deployments' pull step): a relative path would no longer point at it.

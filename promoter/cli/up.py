@@ -71,7 +71,7 @@ def up(
     # Before Prefect is imported here: its settings are read once, at import.
     os.environ["PREFECT_HOME"] = str(state / "prefect")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from promoter.deployments.stack import Interrupted, Stack, StackError, StackOptions, project_dir
+    from promoter.services.stack import Interrupted, Stack, StackError, StackOptions, project_dir
 
     options = StackOptions(
         config=Path(os.path.abspath(config_path(config))),

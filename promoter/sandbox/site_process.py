@@ -6,7 +6,7 @@ others, up to the number of cores. ``SiteProcess`` is the parent's handle and of
 in-process ``SandboxSite`` does (address, certificates, faults, bandwidth, restart, traffic,
 notifications, the repository), over a loopback control line (``remote.py``).
 
-The child is started with promoter/deployments/launcher.py: its own process group, and on Linux it
+The child is started with promoter/child_processes.py: its own process group, and on Linux it
 dies with the thread that started it. It also stops when its parent's lifeline connection closes,
 which covers a parent that dies on any platform. Run as ``python -m promoter.sandbox.site_process``
 with its settings in ``QSP_SANDBOX_SITE``; it writes one ready (or failed) line to its log.
@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promoter.deployments.launcher import Child, python_command, start_child
+from promoter.child_processes import Child, python_command, start_child
 from promoter.sandbox.remote import ControlLine, RemoteFaultRule, RemoteRepository
 from promoter.sandbox.repository import Repository
 
@@ -89,7 +89,7 @@ class SiteProcess:
     # ---- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the site's process (from a thread that outlives the site: see launcher.py)."""
+        """Start the site's process (from a thread that outlives the site: see child_processes.py)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         config = {

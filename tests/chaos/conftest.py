@@ -14,9 +14,9 @@ from uuid import UUID
 import httpx
 import pytest
 
-from promoter.deployments.launcher import Child, start_child
-from promoter.deployments.stack import is_worker
+from promoter.child_processes import Child, start_child
 from promoter.qrs.client import QrsClient
+from promoter.services.stack import is_worker
 from promoter.settings import Settings
 from tests.fixtures.stack import LiveStack, StartStack, descendants, run
 

@@ -25,13 +25,13 @@ from uuid import UUID
 import pytest
 
 from promoter.approval import approval_key
-from promoter.deployments.orchestration import ZOMBIE_AFTER
 from promoter.prefect_api import HANDLE_CHANGE as HANDLE
 from promoter.prefect_api import KEEP_SUBSCRIPTIONS as KEEPER
 from promoter.prefect_api import RECONCILE
 from promoter.qrs.models import App
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.services.orchestration import ZOMBIE_AFTER
 from promoter.store.ledger import Ledger
 from tests.chaos.conftest import Chaos, run
 from tests.e2e.conftest import IN_PROCESS_FLOWS

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from promoter.cli import app
 from promoter.cli.operations import current_account
-from promoter.deployments.stack import free_port
 from promoter.sandbox.server import Sandbox
+from promoter.services.stack import free_port
 from promoter.settings import Settings, SiteSettings, write_settings
 from promoter.store.ledger import Ledger
 from tests.fixtures.deployments import Registration

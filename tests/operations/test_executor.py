@@ -28,10 +28,10 @@ from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, tempor
 from prefect.states import AwaitingRetry, Cancelling, Running
 
 from promoter.cli.up import stop_on_signals
-from promoter.deployments.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
-from promoter.deployments.orchestration import worker_seen
-from promoter.deployments.stack import project_dir
 from promoter.prefect_api import HANDLE_CHANGE, with_prefect
+from promoter.services.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
+from promoter.services.orchestration import worker_seen
+from promoter.services.stack import project_dir
 from promoter.settings import PrefectSettings, Settings, SiteSettings, write_settings
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 from tests.fixtures.deployments import Registration, child_environment, cli_command
@@ -331,7 +331,7 @@ def test_sigterm_with_eight_runs_active_loses_none_and_runs_none_twice(
     finish within the grace period end Completed (drained), the 4 still running after it end
     Cancelled, never Crashed. Retry in the UI and a new executor of the same name run those 4
     again to Completed. Every run completes, and each flow's body ends exactly once."""
-    caplog.set_level(logging.INFO, logger="promoter.deployments.executor")
+    caplog.set_level(logging.INFO, logger="promoter.services.executor")
     labels = [f"run-{n}" for n in range(8)]
     drained, stuck = labels[:4], labels[4:]
     executor = Executor(pool.options(name="eight", limit=8, stop_grace=10.0))

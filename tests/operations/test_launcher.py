@@ -14,7 +14,7 @@ import pytest
 PARENT = """
 import sys, time
 from pathlib import Path
-from promoter.deployments.launcher import start_child
+from promoter.child_processes import start_child
 child = start_child(
     "sleeper",
     [sys.executable, "-c", "import time; time.sleep(120)"],

@@ -15,10 +15,10 @@ from uuid import uuid4
 import pytest
 from typer.testing import CliRunner
 
+from promoter.child_processes import wait_for
 from promoter.cli import app
-from promoter.deployments.launcher import wait_for
-from promoter.deployments.stack import UP_RECORD, free_port
 from promoter.sandbox.server import Sandbox
+from promoter.services.stack import UP_RECORD, free_port
 from promoter.settings import Settings, SiteSettings, WebhookSettings, load_settings, under, write_settings
 from promoter.store.ledger import Ledger
 from promoter.store.subscriptions import SubscriptionStore

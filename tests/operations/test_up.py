@@ -17,9 +17,8 @@ import pytest
 import trustme
 from typer.testing import CliRunner
 
+from promoter.child_processes import python_command, start_child, wait_for
 from promoter.cli import app
-from promoter.deployments.launcher import python_command, start_child, wait_for
-from promoter.deployments.stack import free_port
 from promoter.prefect_api import (
     ALERT_ON_PUBLISH,
     HANDLE_CHANGE,
@@ -31,6 +30,7 @@ from promoter.prefect_api import (
     with_prefect,
 )
 from promoter.sandbox.server import Sandbox
+from promoter.services.stack import free_port
 from promoter.settings import Settings, load_settings, write_settings
 from promoter.webhook.address import public_address
 from tests.fixtures.deployments import Registration, child_environment, cli_command

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from promoter.deployments.launcher import wait_for
+from promoter.child_processes import wait_for
 from promoter.sandbox.repository import SYSTEM, Actor, QrsFault
 from promoter.sandbox.seed import seed_app, seed_stream
 from promoter.sandbox.server import Sandbox

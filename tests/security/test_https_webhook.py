@@ -20,7 +20,6 @@ import trustme
 
 from promoter.approval import approval_key
 from promoter.cli.doctor import check_webhook
-from promoter.deployments.stack import Stack, StackOptions, free_port, project_dir
 from promoter.errors import SettingsError
 from promoter.notifications import callback_url
 from promoter.qrs.client import QrsClient
@@ -28,6 +27,7 @@ from promoter.sandbox.server import Sandbox
 from promoter.sandbox.serving import tcp_listener
 from promoter.sandbox.synthetic import make_app_file
 from promoter.sandbox.world import MANAGER, REP, publish_as, set_properties
+from promoter.services.stack import Stack, StackOptions, free_port, project_dir
 from promoter.settings import Settings, SiteSettings, WebhookSettings
 from promoter.store.ledger import Ledger
 from promoter.webhook.address import public_address

@@ -54,7 +54,7 @@ def test_the_core_imports_nothing_above_it() -> None:
     above = (
         "promoter.flows",
         "promoter.tasks",
-        "promoter.deployments",
+        "promoter.services",
         "promoter.webhook",
         "promoter.cli",
         "promoter.sandbox",
@@ -73,7 +73,7 @@ def test_the_core_imports_nothing_above_it() -> None:
 
 def test_tasks_and_flows_import_only_downwards() -> None:
     """No task or flow module imports the deployments, the webhook, the CLI or the sandbox."""
-    above = ("promoter.deployments", "promoter.webhook", "promoter.cli", "promoter.sandbox")
+    above = ("promoter.services", "promoter.webhook", "promoter.cli", "promoter.sandbox")
     upward = []
     for folder in (PACKAGE / "tasks", PACKAGE / "flows"):
         for path in folder.glob("*.py"):
@@ -85,7 +85,7 @@ def test_tasks_and_flows_import_only_downwards() -> None:
 def test_the_prefect_api_module_sits_between_the_core_and_the_tasks() -> None:
     """promoter/prefect_api.py (deployment names, starting runs) imports only the core and Prefect,
     and no other core module imports it: tasks, flows and everything above may."""
-    above = ("promoter.tasks", "promoter.flows", "promoter.deployments", "promoter.webhook", "promoter.cli")
+    above = ("promoter.tasks", "promoter.flows", "promoter.services", "promoter.webhook", "promoter.cli")
     above += ("promoter.sandbox",)
     upward = [name for name in imported_names(PACKAGE / "prefect_api.py") if name.startswith(above)]
     core = [*PACKAGE.glob("*.py"), *(PACKAGE / "qrs").glob("*.py"), *(PACKAGE / "store").glob("*.py")]

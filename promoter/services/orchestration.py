@@ -1,6 +1,6 @@
 """The Prefect API calls that set up and tidy an installation: work pool, deployments, automation, runs.
 
-Used by `up` (``promoter.deployments.stack``) and the executor. Each call takes a ``PrefectClient``
+Used by `up` (``promoter.services.stack``) and the executor. Each call takes a ``PrefectClient``
 (``promoter.prefect_api.with_prefect`` makes one for a given API URL); starting and reading runs is
 ``promoter.prefect_api``'s. Prefect is imported inside the functions, so the CLI starts fast.
 """

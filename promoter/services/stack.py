@@ -1,7 +1,7 @@
 """`qs-promoter up`: the Prefect server, work pool, deployments, zombie-run automation, executor and webhook.
 
 ``Stack.start()`` starts what is missing, in order, each as a child process in its own process
-group (``promoter.deployments.launcher``), and waits until each answers; ``Stack.stop()`` stops what it
+group (``promoter.child_processes``), and waits until each answers; ``Stack.stop()`` stops what it
 started, the executor first. The flow runs are run by ``qs-promoter executor`` (all runs in one
 long-lived process), or by Prefect's process worker (a process per run) with
 ``StackOptions.executor="process"``: the same pool and deployments serve both.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import httpx
 
 import promoter
-from promoter.deployments.launcher import (
+from promoter.child_processes import (
     Child,
     python_command,
     restore_interrupt,
@@ -38,7 +38,9 @@ from promoter.deployments.launcher import (
     start_child,
     wait_for,
 )
-from promoter.deployments.orchestration import (
+from promoter.errors import PromoterError
+from promoter.prefect_api import DEPLOYMENTS, KEEP_SUBSCRIPTIONS, UP_TAGS, start_run, with_prefect
+from promoter.services.orchestration import (
     HEARTBEAT_SECONDS,
     ZOMBIE_AFTER,
     ZOMBIE_AUTOMATION,
@@ -51,8 +53,6 @@ from promoter.deployments.orchestration import (
     retire_deployments,
     worker_seen,
 )
-from promoter.errors import PromoterError
-from promoter.prefect_api import DEPLOYMENTS, KEEP_SUBSCRIPTIONS, UP_TAGS, start_run, with_prefect
 from promoter.settings import Settings
 from promoter.webhook.address import WebhookAddress, local_address, unreachable_reason
 
@@ -453,7 +453,7 @@ class Stack:
 
     def _planned_restart(self, child: Child) -> bool:
         """The child is an executor we started that exited to be started again."""
-        from promoter.deployments.executor import RESTART_EXIT_CODE  # imports Prefect: only now
+        from promoter.services.executor import RESTART_EXIT_CODE  # imports Prefect: only now
 
         return (
             self.options.executor == IN_PROCESS

@@ -1,4 +1,4 @@
-"""Child processes of `qs-promoter up`: started in their own process group, stopped gently, then firmly.
+"""Child processes of `up`, the demo and the sandbox: in their own group, stopped gently, then firmly.
 
 Why each child gets its own group: a Ctrl-C in the terminal then reaches `up` alone, and `up`
 stops the children in the order it chooses (the executor first). Why SIGINT must not be ignored

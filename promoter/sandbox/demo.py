@@ -23,7 +23,14 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
-from promoter.deployments.stack import (
+from promoter.errors import PromoterError
+from promoter.notifications import callback_url
+from promoter.prefect_api import HANDLE_CHANGE, recent_runs, run_states, with_prefect
+from promoter.sandbox.s3 import S3Sandbox
+from promoter.sandbox.server import Sandbox
+from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
+from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties
+from promoter.services.stack import (
     IN_PROCESS,
     ExecutorKind,
     Stack,
@@ -32,13 +39,6 @@ from promoter.deployments.stack import (
     port_free,
     project_dir,
 )
-from promoter.errors import PromoterError
-from promoter.notifications import callback_url
-from promoter.prefect_api import HANDLE_CHANGE, recent_runs, run_states, with_prefect
-from promoter.sandbox.s3 import S3Sandbox
-from promoter.sandbox.server import Sandbox
-from promoter.sandbox.smtp import ReceivedMail, SmtpSandbox
-from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties
 from promoter.settings import PrefectSettings, Settings, SiteSettings, WebhookSettings, write_settings
 
 T = TypeVar("T")

@@ -92,8 +92,8 @@ from prefect.states import Cancelled, Cancelling, Crashed, Pending, Scheduled, S
 from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 from prefect.utilities.engine import propose_state
 
-from promoter.deployments.orchestration import active_runs
 from promoter.errors import PromoterError
+from promoter.services.orchestration import active_runs
 
 log = logging.getLogger(__name__)
 
