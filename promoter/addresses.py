@@ -26,7 +26,8 @@ _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _NAMED_ADDRESS = re.compile(rf"(?P<name>{_QUOTED}|[^<>\"]*?)\s*<(?P<addr>[^<>]*)>", re.DOTALL)
 # Where one address ends and the next begins in an email attribute or an approver list.
 _SEPARATORS = ",;" + LINE_BREAKS
-# A display name is cut like an app name in a Subject (mail.SUBJECT_NAME_LIMIT): the header stays short.
+# A display name is cut like an app name in a Subject (mail_messages.SUBJECT_NAME_LIMIT): the
+# header stays short.
 _DISPLAY_NAME_LIMIT = 100
 _SHOWN_LIMIT = 100  # rejected input quoted in a warning
 

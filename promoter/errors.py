@@ -4,7 +4,22 @@ from __future__ import annotations
 
 
 class PromoterError(Exception):
-    """Base of every error qs-promoter raises on purpose."""
+    """Base of every error qs-promoter raises on purpose.
+
+    ``transient`` is the one answer every retry layer asks of our errors (the map of them is in
+    promoter/tasks/retries.py): may the same work, done again later, succeed? False unless a
+    subclass knows better: QrsError from QRS's answer, ExportInterrupted from whether the export
+    started over, and MailError, VersioningError and SiteFailed from the cause judged where it was
+    caught (passed as ``transient=``). Errors that are not ours (httpx, Prefect) have no such
+    property; the code that meets them judges them itself (the webhook's submitter does).
+    """
+
+    _transient: bool = False  # set from ``transient=`` by the errors judged where they are caught
+
+    @property
+    def transient(self) -> bool:
+        """True when repeating the same work later may succeed: the cause may pass."""
+        return self._transient
 
 
 class SettingsError(PromoterError):
@@ -58,7 +73,11 @@ class QrsNotFound(QrsError):
 
 
 class QrsConflict(QrsError):
-    """409: the entity changed since it was read; re-read modifiedDate and try again."""
+    """409: the entity changed since it was read; re-read modifiedDate and try again.
+
+    Not transient: the same call would conflict again, so the client does not repeat it. A task
+    retry is another matter, as the retried task reads the entity afresh (retry_if_transient).
+    """
 
 
 _BY_STATUS: dict[int, type[QrsError]] = {
@@ -85,7 +104,7 @@ class MailError(PromoterError):
         self.server = server
         self.step = step
         self.reason = reason
-        self.transient = transient
+        self._transient = transient
         super().__init__(f"email via {server}: {step} failed: {reason}")
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -106,7 +125,7 @@ class VersioningError(PromoterError):
         self.where = where
         self.code = code
         self.reason = reason
-        self.transient = transient
+        self._transient = transient
         super().__init__(f"S3 {operation} {where}: {reason}")
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -128,7 +147,7 @@ class SiteFailed(PromoterError):
 
     def __init__(self, outcome: object, *, transient: bool = False) -> None:
         self.outcome = outcome
-        self.transient = transient
+        self._transient = transient
         problems = "; ".join(getattr(outcome, "problems", ()))
         super().__init__(f"{getattr(outcome, 'site', '?')}: {problems}")
 

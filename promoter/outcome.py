@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from promoter import mail
+from promoter import mail_messages
 from promoter.approval import Target
 from promoter.authorization import RequestKind
 from promoter.errors import SettingsError
@@ -48,7 +48,7 @@ class Placement:
     stream_id: UUID
     stream: str
     app_id: UUID
-    action: mail.StreamAction  # "published", "replaced" or "copied"
+    action: mail_messages.StreamAction  # "published", "replaced" or "copied"
     modified_date: datetime | None = None
     file_size: int | None = None
 
@@ -81,12 +81,14 @@ class SiteOutcome:
             return "failed"
         return "done" if self.placements else "nothing to do"
 
-    def for_mail(self, s3_version_id: str | None, hub_link: HubLink | None = None) -> mail.SiteResult:
-        def placed(p: Placement) -> mail.StreamOutcome:
+    def for_mail(
+        self, s3_version_id: str | None, hub_link: HubLink | None = None
+    ) -> mail_messages.SiteReport:
+        def placed(p: Placement) -> mail_messages.StreamOutcome:
             link = hub_link(self.site, p.app_id) if hub_link else None
-            return mail.StreamOutcome(p.stream, str(p.app_id), p.action, link)
+            return mail_messages.StreamOutcome(p.stream, str(p.app_id), p.action, link)
 
-        return mail.SiteResult(
+        return mail_messages.SiteReport(
             site=self.site,
             streams=tuple(placed(p) for p in self.placements),
             missing_streams=self.missing_streams,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from uuid import UUID
 
-from promoter import mail
+from promoter import mail_messages
 from promoter.addresses import MailAddress
 from promoter.approval import Action, Decision, Mode, Target
 from promoter.authorization import AuthorizationResult
@@ -70,16 +70,18 @@ class PlannedSite:
         found = [r.stream for r in self.plan.replace] + list(self.plan.fresh_streams)
         return tuple(dict.fromkeys(found))
 
-    def as_result(self) -> mail.SiteResult:
+    def as_result(self) -> mail_messages.SiteReport:
         """The site as the results email would report it if it went as planned."""
         if self.failure is not None or self.plan is None:
-            return mail.SiteResult(self.target.site, failures=(self.failure or "",))
+            return mail_messages.SiteReport(self.target.site, failures=(self.failure or "",))
         plan = self.plan
-        streams = [mail.StreamOutcome(r.stream.name, str(r.app_id), "replaced") for r in plan.replace]
+        streams = [
+            mail_messages.StreamOutcome(r.stream.name, str(r.app_id), "replaced") for r in plan.replace
+        ]
         if plan.publish_upload_to is not None:
-            streams.append(mail.StreamOutcome(plan.publish_upload_to.name, "(new)", "published"))
-        streams += [mail.StreamOutcome(s.name, "(new)", "copied") for s in plan.copy_to]
-        return mail.SiteResult(self.target.site, tuple(streams), plan.streams_missing)
+            streams.append(mail_messages.StreamOutcome(plan.publish_upload_to.name, "(new)", "published"))
+        streams += [mail_messages.StreamOutcome(s.name, "(new)", "copied") for s in plan.copy_to]
+        return mail_messages.SiteReport(self.target.site, tuple(streams), plan.streams_missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,7 @@ def compose_plan(
     decision: Decision,
     sites: Sequence[PlannedSite],
     *,
-    summary: mail.AppSummary,
+    summary: mail_messages.AppSummary,
     owner: str,
     settings: Settings,
     request: str,
@@ -226,7 +228,7 @@ def compose_plan(
 def _emails(
     decision: Decision,
     sites: Sequence[PlannedSite],
-    summary: mail.AppSummary,
+    summary: mail_messages.AppSummary,
     settings: Settings,
     allowed: bool | None,
     authorization: AuthorizationResult | None,
@@ -243,15 +245,17 @@ def _emails(
         reason = authorization.reason if authorization else ""
         request = decision.request or "approval"
         if request == "denial" or request == "promotion on reload":
-            refusal = mail.render_not_carried_out(
+            refusal = mail_messages.render_not_carried_out(
                 summary, request=request, asked_by=who, reason=reason, sender=sender, to=to
             )
         else:
-            refusal = mail.render_refused_approval(summary, approver=who, reason=reason, sender=sender, to=to)
+            refusal = mail_messages.render_refused_approval(
+                summary, approver=who, reason=reason, sender=sender, to=to
+            )
         messages.append(("refusal", refusal))
     elif decision.action is Action.OUTDATED and decision.notify:
         request = "promotion on reload" if decision.request == "promotion on reload" else "approval"
-        notice = mail.render_not_carried_out(
+        notice = mail_messages.render_not_carried_out(
             summary,
             request=request,
             asked_by=who,
@@ -263,21 +267,27 @@ def _emails(
         messages.append(("outdated", notice))
     elif decision.action is Action.DENY and decision.notify:
         approver = decision.approver or ""
-        denial = mail.render_denial(summary, approver=approver, sender=sender, to=to, subjects=subjects)
+        denial = mail_messages.render_denial(
+            summary, approver=approver, sender=sender, to=to, subjects=subjects
+        )
         messages.append(("denial", denial))
     elif decision.promotes and decision.notify:
         if decision.action is Action.PROMOTE and decision.request == "approval":
             approver = decision.approver or ""
-            approval = mail.render_approval(
+            approval = mail_messages.render_approval(
                 summary, approver=approver, sender=sender, to=to, subjects=subjects
             )
             messages.append(("approval", approval))
-        intended = [mail.IntendedTarget(t.site, t.streams, _mode(t.mode)) for t in decision.targets]
-        targets = mail.render_intended_targets(summary, intended, sender=sender, to=to, subjects=subjects)
+        intended = [mail_messages.IntendedTarget(t.site, t.streams, _mode(t.mode)) for t in decision.targets]
+        targets = mail_messages.render_intended_targets(
+            summary, intended, sender=sender, to=to, subjects=subjects
+        )
         messages.append(("intended targets", targets))
         # The results subject says whether every site succeeded: as planned now.
         results = [s.as_result() for s in sites]
-        outcome = mail.render_promotion_results(summary, results, sender=sender, to=to, subjects=subjects)
+        outcome = mail_messages.render_promotion_results(
+            summary, results, sender=sender, to=to, subjects=subjects
+        )
         messages.append(("results", outcome))
     return tuple(
         PlannedEmail(kind, str(message["Subject"]), tuple(a.addr_spec for a in to))

@@ -1,7 +1,8 @@
 """Settings: one pydantic-settings model from a TOML file plus QSP_ environment overrides.
 
 ``load_settings(path)`` is the only way in; it names the file and the field on every failure.
-Settings are passed around as arguments: there is no module-level instance.
+Settings are passed around as arguments: there is no module-level instance. Flows and tasks ask
+``current_settings()``, which parses the file again only when it (or a QSP_ variable) changed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import difflib
 import json
 import os
 import re
+import threading
 import tomllib
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path, PurePath
@@ -602,6 +604,59 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SettingsError(describe_validation(path, exc)) from None
     except (OSError, ValueError) as exc:
         raise SettingsError(f"{path}: {exc}") from None
+
+
+# What a parse of one settings file depended on: its bytes and the QSP_ variables (the bytes of
+# the approver CSV it names are kept beside them). Equal inputs give equal settings.
+_Inputs = tuple[bytes | None, tuple[tuple[str, str], ...]]
+_parsed: dict[str, tuple[_Inputs, Settings, tuple[Path, bytes | None] | None]] = {}
+_parsing = threading.Lock()
+
+
+def current_settings(path: Path | None = None) -> Settings:
+    """The settings as ``load_settings(path)`` reads them now, parsed again only when an input changed.
+
+    Tasks and flows call this at every step: each call reads the file's bytes (small; a
+    modification time can miss a quick rewrite) and the QSP_ variables, and returns the Settings
+    parsed from the same inputs before, per process and per file. A broken file raises
+    SettingsError on every call (failures are not kept).
+
+    The object is shared by every caller in the process: treat it as read-only (nothing assigns to
+    loaded settings; use ``model_copy(update=...)`` for a variant). It is not a frozen model because
+    its validators resolve relative paths in place while it is built.
+    """
+    path = config_path(path)
+    # abspath, as settings_folder(): the folder relative paths resolve against is part of the result.
+    where = os.path.abspath(path)
+    with _parsing:  # one parse at a time: runs that start together share one
+        inputs = (_read_bytes(Path(where)), _qsp_environment())
+        cached = _parsed.get(where)
+        if cached is not None and cached[0] == inputs and _unchanged(cached[2]):
+            return cached[1]
+        _parsed.pop(where, None)
+        settings = load_settings(path)
+        if _read_bytes(Path(where)) != inputs[0]:
+            return settings  # rewritten while it was parsed: which version was read is unknown
+        csv_path = settings.email.stream_approvers_csv
+        approvers = None if csv_path is None else (csv_path, _read_bytes(csv_path))
+        _parsed[where] = (inputs, settings, approvers)
+        return settings
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None  # load_settings names the problem
+
+
+def _qsp_environment() -> tuple[tuple[str, str], ...]:
+    # pydantic-settings matches variable names in any letter case.
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+
+
+def _unchanged(file: tuple[Path, bytes | None] | None) -> bool:
+    return file is None or _read_bytes(file[0]) == file[1]
 
 
 def describe_validation(path: Path, exc: ValidationError) -> str:

@@ -26,8 +26,6 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED", "false"
 # again within a second, not after up to 30 s.
 os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS", "1")
 os.environ.pop("PREFECT_API_URL", None)
-# Task retries without waiting (read when promoter.tasks.policy is imported).
-os.environ["QSP_TASK_RETRY_DELAYS"] = "0,0,0"
 os.environ.pop("QSP_CONFIG", None)
 
 pytest_plugins = [
@@ -38,6 +36,14 @@ pytest_plugins = [
     "tests.fixtures.deployments",
     "tests.fixtures.stack",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Retries as in production, without the waits (stamina's ``set_testing``); here, after the
+    environment above, because importing the retries module imports Prefect."""
+    from promoter.tasks import retries
+
+    retries.set_testing(True)
 
 
 @pytest.fixture(autouse=True)

@@ -283,7 +283,7 @@ def qrs_hint(exc: QrsError, site: str, port: int) -> str:
 
 def check_smtp(settings: Settings, test_address: str | None) -> Check:
     """Log in as sending would (STARTTLS/TLS, AUTH); with an address, also send the test message."""
-    from promoter import mail, mailer
+    from promoter import mail_messages, mail_sending
     from promoter.addresses import is_valid_address
 
     email = settings.email
@@ -293,10 +293,10 @@ def check_smtp(settings: Settings, test_address: str | None) -> Check:
         if test_address:
             if not is_valid_address(test_address):
                 return Check("SMTP", False, f"{test_address!r} is not an email address", "give one address")
-            message = mail.render_test_mail(sender=email.sender, to=[test_address])
-            mailer.send(message, quick.model_copy(update={"enabled": True}))
+            message = mail_messages.render_test_mail(sender=email.sender, to=[test_address])
+            mail_sending.send(message, quick.model_copy(update={"enabled": True}))
         else:
-            mailer.check_login(quick)
+            mail_sending.check_login(quick)
     except MailError as exc:
         return Check("SMTP", False, str(exc), smtp_hint(exc))
     sent = f"; test message sent to {test_address}" if test_address else ""

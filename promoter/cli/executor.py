@@ -58,6 +58,15 @@ RestartAboveMb = Annotated[
         show_default=False,
     ),
 ]
+# Tests only (a test stack passes it): hidden, so that no admin takes the waits out of production.
+InstantRetries = Annotated[
+    bool,
+    typer.Option(
+        "--instant-retries",
+        hidden=True,
+        help="Tests: retry failed steps and QRS calls as often as in production, without waiting.",
+    ),
+]
 
 
 def executor(
@@ -67,6 +76,7 @@ def executor(
     stop_grace: StopGrace = None,
     restart_after_runs: RestartAfterRuns = None,
     restart_above_mb: RestartAboveMb = None,
+    instant_retries: InstantRetries = False,
 ) -> None:
     """Run the promotions and scheduled checks in this process, several at once (for a service).
 
@@ -86,6 +96,11 @@ def executor(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if instant_retries:
+        from promoter.tasks import retries  # imports Prefect: after prepare_environment
+
+        retries.set_testing(True)
+        typer.echo("retries: as in production, without waiting (--instant-retries)")
 
     from promoter.cli.doctor import prefect_results_folder
     from promoter.services.executor import (

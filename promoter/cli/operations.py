@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -359,6 +360,10 @@ def run_deployment(deployment: str, parameters: dict[str, Any], key: str, wait: 
         raise typer.Exit(1)
 
 
+# A run still Scheduled after this long has no executor taking it (one takes a run within a second).
+NOBODY_TOOK_IT_SECONDS = 30.0
+
+
 def follow_in_terminal(api_url: str, run_id: UUID) -> RunProgress:
     """A progress bar of the run until it ends: its state and steps done, filled by the run's
     progress artifacts (export, uploads) when it has any, pulsing until then."""
@@ -378,11 +383,17 @@ def follow_in_terminal(api_url: str, run_id: UUID) -> RunProgress:
     with Progress(*columns, TimeElapsedColumn()) as bar:
         shown = bar.add_task("Scheduled: waiting for the executor", total=None)
 
+        started = time.monotonic()
+
         def seen(progress: RunProgress) -> None:
             known = progress.final or progress.percent is not None
+            said = f"{progress.state}: {progress.steps_done} step(s) done"
+            if progress.state == "Scheduled" and time.monotonic() - started > NOBODY_TOOK_IT_SECONDS:
+                # Nothing takes a run while the executor is down: say so instead of waiting in silence.
+                said = "Scheduled: no executor has taken it yet (is `qs-promoter up` running?)"
             bar.update(
                 shown,
-                description=escape(f"{progress.state}: {progress.steps_done} step(s) done"),
+                description=escape(said),
                 total=100 if known else None,
                 completed=100 if progress.final else progress.percent or 0,
             )

@@ -48,10 +48,6 @@ PrefectPort = Annotated[
         help="Port of the Prefect server (UI and API) when `up` starts one.",
     ),
 ]
-Wait = Annotated[
-    bool,
-    typer.Option("--wait", help="Follow the flow run until it ends; the exit code says how it ended."),
-]
 RequestedBy = Annotated[
     str | None,
     typer.Option(

@@ -12,6 +12,7 @@ again by their secret temporary names, and Prefect persists the site's result, n
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
@@ -31,26 +32,45 @@ from promoter.qrs.models import App
 from promoter.settings import Settings
 from promoter.store.ledger import Backup
 from promoter.tasks import ledger, site
-from promoter.tasks.policy import TRANSIENT_RETRIES
+from promoter.tasks.retries import APP_FILE_STEP
 from promoter.tasks.versioning import store_backup
 
-# The whole site is the unit a retry skips (done) or redoes (failed): persisted, repeated when the
-# failure may pass. Not cached when it fails: SiteFailed makes the task run Failed.
-SITE_STEP = {"persist_result": True, "timeout_seconds": 4 * 3600, **TRANSIENT_RETRIES}
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a promotion delivers, the same to every site: the source app, its export and the
+    description each placed app carries; the request it belongs to, the settings, the work folder."""
+
+    app: App
+    exported: Path
+    description: str
+    request_key: str
+    settings: Settings
+    work: Path
 
 
-async def deliver(
-    target: Target,
-    app: App,
-    exported: Path,
-    description: str,
-    request_key: str,
-    settings: Settings,
-    work: Path,
-) -> SiteOutcome:
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What one attempt placed on a site: each app in its stream, and the backups of the apps it replaced.
+
+    ``failure`` is the error that stopped the attempt, which took back what it published by then:
+    the apps it replaced stay replaced (their backups stay stored), so they are still reported.
+    """
+
+    placements: tuple[Placement, ...] = ()
+    backups: tuple[Backup, ...] = ()
+    failure: Exception | None = None
+
+    @property
+    def kept(self) -> Placed:
+        """What stays on the site after a failure: the replaced apps (the others were taken back)."""
+        return Placed(tuple(p for p in self.placements if p.action == "replaced"), self.backups)
+
+
+async def deliver(target: Target, delivery: Delivery) -> SiteOutcome:
     """Put the exported app into the target's streams on one site; a failure is reported, not raised."""
     try:
-        return await deliver_to_site(target, app, exported, description, request_key, settings, work)
+        return await deliver_to_site(target, delivery)
     except SiteFailed as failed:
         assert isinstance(failed.outcome, SiteOutcome)
         return failed.outcome
@@ -68,57 +88,58 @@ async def plan_for_site(qrs: QrsClient, target: Target, app: App) -> SitePlan:
     return plan_site(target, app.name, found.streams, found.apps, known)
 
 
-@task(name="deliver-to-site", task_run_name="deliver-to-{target.site}", **SITE_STEP)
-async def deliver_to_site(
-    target: Target,
-    app: App,
-    exported: Path,
-    description: str,
-    request_key: str,
-    settings: Settings,
-    work: Path,
-) -> SiteOutcome:
+# The whole site is the unit a retry skips (done) or redoes (failed): persisted, repeated when the
+# failure may pass. Not cached when it fails: SiteFailed makes the task run Failed.
+@task(name="deliver-to-site", task_run_name="deliver-to-{target.site}", **APP_FILE_STEP)
+async def deliver_to_site(target: Target, delivery: Delivery) -> SiteOutcome:
     """One site's delivery; raises SiteFailed (carrying what stays placed) when the site fails."""
     log = get_run_logger()
-    placements: list[Placement] = []
-    backups: list[Backup] = []
     plan: SitePlan | None = None
     try:
         # The site's concurrency slot is the run's to take (run.holding, one request for all sites).
         async with site.connect(target.site) as qrs:
-            plan = await plan_for_site(qrs, target, app)
+            plan = await plan_for_site(qrs, target, delivery.app)
             for note in plan.notes:
                 log.info("%s: %s", target.site, note)
             if plan.failure is not None:
                 log.error("%s: promotion failed: %s", target.site, plan.failure)
-                raise SiteFailed(outcome_of(target, plan, (), backups, (plan.failure,)))
-            slot = await ledger.upload_slot(request_key, target.site)
+                raise SiteFailed(outcome_of(target, plan, Placed(), (plan.failure,)))
+            slot = await ledger.upload_slot(delivery.request_key, target.site)
             # A target changed by hand since we placed it is not replaced unless the settings or
             # an admin's force say so; a held site places nothing at all (done whole or not at all).
-            guard = judge_site(plan, settings.overwrite.drift, force=target.force)
+            guard = judge_site(plan, delivery.settings.overwrite.drift, force=target.force)
             if guard.verdict == "held":
                 log.error("%s: promotion %s", target.site, guard.reason)
-                raise SiteFailed(outcome_of(target, plan, (), backups, (guard.reason,), held=True))
+                raise SiteFailed(outcome_of(target, plan, Placed(), (guard.reason,), held=True))
             if guard.verdict == "warn":
                 log.warning("%s: %s", target.site, guard.reason)
                 plan = dataclasses.replace(plan, notes=(*plan.notes, guard.reason))
             # A passing failure on an attempt with repeats to come keeps the upload for the repeat.
             repeats = task_run.get_run_count() <= (deliver_to_site.retries or 0)
-            await place(
-                qrs, plan, app, exported, description, slot, settings, work, placements, backups, repeats
-            )
+            placed = await place(qrs, plan, delivery, slot, repeats=repeats)
     except SiteFailed:
         raise
     except Exception as exc:  # one site's failure must not stop the others; the run still fails
-        # A failure outside our error family is a bug of ours: its traceback goes to the run log.
-        log.error("%s: promotion failed: %s", target.site, exc, exc_info=not isinstance(exc, PromoterError))
-        kept = tuple(p for p in placements if p.action == "replaced")  # the others were taken back
-        failure = (f"{type(exc).__name__}: {exc}"[:500],)
-        passing = bool(getattr(exc, "transient", False))
-        raise SiteFailed(outcome_of(target, plan, kept, backups, failure), transient=passing) from exc
-    if placements:
-        log.info("%s: %s", target.site, ", ".join(f"{p.action} in {p.stream!r}" for p in placements))
-    return outcome_of(target, plan, tuple(placements), backups, ())
+        raise site_failed(target, plan, Placed(), exc) from exc
+    if placed.failure is not None:
+        raise site_failed(target, plan, placed.kept, placed.failure) from placed.failure
+    if placed.placements:
+        done = ", ".join(f"{p.action} in {p.stream!r}" for p in placed.placements)
+        log.info("%s: %s", target.site, done)
+    return outcome_of(target, plan, placed, ())
+
+
+def site_failed(target: Target, plan: SitePlan | None, kept: Placed, exc: Exception) -> SiteFailed:
+    """The SiteFailed for a site that ``exc`` stopped, with what stays placed there (``kept``).
+
+    Logged here: a failure outside our error family is a bug of ours, so its traceback goes to
+    the run log, not only its one line in the outcome.
+    """
+    log = get_run_logger()
+    log.error("%s: promotion failed: %s", target.site, exc, exc_info=not isinstance(exc, PromoterError))
+    failure = (f"{type(exc).__name__}: {exc}"[:500],)
+    passing = isinstance(exc, PromoterError) and exc.transient
+    return SiteFailed(outcome_of(target, plan, kept, failure), transient=passing)
 
 
 async def can_receive(target: Target, app_name: str) -> bool:
@@ -130,7 +151,9 @@ async def can_receive(target: Target, app_name: str) -> bool:
     try:
         found = await site.survey_site(target.site, app_name, target.streams, ())
     except Exception as exc:  # the delivery to this site reports the failure, if it lasts
-        get_run_logger().warning("%s: could not read the streams: %s", target.site, exc)
+        # A failure outside our error family is a bug of ours: its traceback goes to the run log.
+        ours = not isinstance(exc, PromoterError)
+        get_run_logger().warning("%s: could not read the streams: %s", target.site, exc, exc_info=ours)
         return True
     return plan_site(target, app_name, found.streams).failure is None
 
@@ -138,8 +161,7 @@ async def can_receive(target: Target, app_name: str) -> bool:
 def outcome_of(
     target: Target,
     plan: SitePlan | None,
-    placements: tuple[Placement, ...],
-    backups: list[Backup],
+    placed: Placed,
     failures: tuple[str, ...],
     *,
     held: bool = False,
@@ -147,36 +169,38 @@ def outcome_of(
     missing, stale, notes = (plan.streams_missing, plan.stale, plan.notes) if plan else ((), (), ())
     forgotten = tuple(k.app_id for k in stale)
     return SiteOutcome(
-        target.site, target.mode.value, placements, missing, failures, tuple(backups), forgotten, notes, held
+        target.site,
+        target.mode.value,
+        placed.placements,
+        missing,
+        failures,
+        placed.backups,
+        forgotten,
+        notes,
+        held,
     )
 
 
 async def place(
-    qrs: QrsClient,
-    plan: SitePlan,
-    app: App,
-    exported: Path,
-    description: str,
-    slot: UploadSlot,
-    settings: Settings,
-    work: Path,
-    placements: list[Placement],
-    backups: list[Backup],
-    repeats: bool = False,
-) -> None:
-    """Carry out one site's plan with one upload; ``placements`` and ``backups`` grow as steps finish.
+    qrs: QrsClient, plan: SitePlan, delivery: Delivery, slot: UploadSlot, *, repeats: bool = False
+) -> Placed:
+    """Carry out one site's plan with one upload; what it placed, and the failure that stopped it.
 
     ``repeats``: the caller repeats the site after a passing failure, so the upload is kept then
     (the repeat finds it by its name) instead of being sent again; published copies always go.
     """
-    where = plan.site
+    where, app, description = plan.site, delivery.app, delivery.description
+    settings, exported = delivery.settings, delivery.exported
+    placements: list[Placement] = []
     if plan.mode is Mode.DUPLICATE:
-        plan = await resume_duplicates(qrs, plan, app.name, description, slot, placements)
+        plan, found = await resume_duplicates(qrs, plan, app.name, description, slot)
+        placements.extend(found)
         if not plan.needs_upload:
-            return
+            return Placed(tuple(placements))
     # Adopts the upload an earlier attempt made (found by its secret name), or uploads the file
     # (following it while the export still lands: see site.exporting).
     upload = await site.upload(qrs, exported, upload_name(app.name, slot), slot.began)
+    backups: list[Backup] = []
     published: list[UUID] = []  # apps this attempt published: taken back if the site fails
     try:
         for replacement in plan.replace:
@@ -188,7 +212,7 @@ async def place(
                 placements.append(Placement(stream.id, stream.name, upload.id, "published"))
                 continue
             if settings.versioning.enabled and settings.versioning.backup_before_overwrite:
-                backup_file = work / f"backup-{slot.token}-{replacement.app_id}.qvf"
+                backup_file = delivery.work / f"backup-{slot.token}-{replacement.app_id}.qvf"
                 await qrs.export_app(replacement.app_id, backup_file)
                 # The plain call under the task: this site's step is what a retry redoes.
                 backups.append(await store_backup.fn(backup_file, where, replacement.app_id, app.name))
@@ -208,14 +232,18 @@ async def place(
             await steps.describe(qrs, upload.id, description)
             placements.append(Placement(stream.id, stream.name, upload.id, "published"))
         # Inside the try: a site that is not as meant fails like any other, its copies taken back.
-        await verify(qrs, plan, app.name, exported, description, placements)
-    except BaseException as exc:
-        keep = repeats and bool(getattr(exc, "transient", False))
+        placements = await verify(qrs, plan, app.name, exported, description, placements)
+    except Exception as exc:
+        keep = repeats and isinstance(exc, PromoterError) and exc.transient
         await take_back(qrs, None if keep else upload.id, published)
+        return Placed(tuple(placements), tuple(backups), exc)
+    except BaseException:  # cancelled: nothing is kept for a repeat
+        await take_back(qrs, upload.id, published)
         raise
     kept = published + [p.app_id for p in placements if p.action == "published"]
     if upload.id not in kept:  # it only fed the replaces: no temporary app stays behind
         await steps.delete(qrs, upload.id)
+    return Placed(tuple(placements), tuple(backups))
 
 
 async def verify(
@@ -225,14 +253,14 @@ async def verify(
     exported: Path,
     description: str,
     placements: list[Placement],
-) -> None:
+) -> list[Placement]:
     """Read back every app placed on the site (one read) and compare with what was meant.
 
-    Raises NotAsPlaced saying what differs. When all is as meant, each placement gets the app's
-    modifiedDate and fileSize as read, which the ledger keeps for the drift guard.
+    Raises NotAsPlaced saying what differs. When all is as meant, the placements are returned with
+    each app's modifiedDate and fileSize as read, which the ledger keeps for the drift guard.
     """
     if not placements:
-        return
+        return placements
     size = await transfer.file_size(exported, plan.site)
     # A replaced app keeps the name it had on the site (a replace never renames); the others
     # were published under the source app's name.
@@ -253,7 +281,7 @@ async def verify(
     if problems:
         raise NotAsPlaced(f"{plan.site}: read back after placing the app: {'; '.join(problems)}")
     now = {a.id: a for a in found}
-    placements[:] = [
+    return [
         dataclasses.replace(p, modified_date=now[p.app_id].modified_date, file_size=now[p.app_id].file_size)
         for p in placements
     ]
@@ -265,9 +293,9 @@ async def resume_duplicates(
     app_name: str,
     description: str,
     slot: UploadSlot,
-    placements: list[Placement],
-) -> SitePlan:
-    """The plan without the streams where an earlier attempt of this request already published.
+) -> tuple[SitePlan, list[Placement]]:
+    """The plan without the streams where an earlier attempt of this request already published,
+    and the apps found there.
 
     Duplicate publishes new apps, and a run stopped after publishing here (its executor killed
     before the site's step ended or was recorded) left them in their streams, under the app's
@@ -275,7 +303,7 @@ async def resume_duplicates(
     owned by the account we call as and made since this request's first upload began.
     """
     earlier = await steps.published_since(qrs, app_name, slot.began)
-    remaining = []
+    remaining, placements = [], []
     for stream in plan.fresh_streams:
         found = earlier.get(stream.id)
         if found is None:
@@ -286,7 +314,7 @@ async def resume_duplicates(
         await steps.describe(qrs, found.id, description)
         placements.append(Placement(stream.id, stream.name, found.id, "published"))
     first, rest = (remaining[0], tuple(remaining[1:])) if remaining else (None, ())
-    return dataclasses.replace(plan, publish_upload_to=first, copy_to=rest)
+    return dataclasses.replace(plan, publish_upload_to=first, copy_to=rest), placements
 
 
 async def upload_for(where: str, exported: Path, app_name: str, slot: UploadSlot) -> App:

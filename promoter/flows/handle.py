@@ -15,7 +15,7 @@ from promoter.mail_headers import one_line
 from promoter.notifications import ChangeKind
 from promoter.prefect_api import name_at_start
 from promoter.qrs.models import App, Stream, StreamCondensed, UserCondensed
-from promoter.settings import Settings, load_settings
+from promoter.settings import Settings, current_settings
 from promoter.tasks import ledger, run, site
 
 # The run's name at its start: the one the webhook or reconcile created it with (the change and the
@@ -38,7 +38,7 @@ async def handle_app_change(
     passes the stream and publishTime it read when the notification came (``published_to``,
     ``published_at``): the alert is about that publish, whatever happened to the app since.
     """
-    settings = load_settings()
+    settings = current_settings()
     log = get_run_logger()
     await run.ensure_limits({run.app_lock(app_id): 1})
     async with run.holding(run.app_lock(app_id)):

@@ -37,7 +37,7 @@ from promoter.promotion_plan import (
     render_text,
 )
 from promoter.qrs.models import App
-from promoter.settings import Settings, load_settings
+from promoter.settings import Settings, current_settings
 from promoter.tasks import lineage, site
 
 
@@ -55,7 +55,7 @@ async def plan_promotion(
     approval, the plan is of a manual promotion. The plan is the run's markdown artifact
     ``plan-<app id>`` and its result, as text.
     """
-    settings = load_settings()
+    settings = current_settings()
     who = requester(requested_by, flow_run.get_name())
     plan = await build_plan(app_id, settings, sites=sites, streams=streams, mode=mode, requested_by=who)
     log = get_run_logger()

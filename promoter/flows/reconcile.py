@@ -20,7 +20,7 @@ from promoter.reconcile import (
     running_upload_tokens,
     window_start,
 )
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.store.reconcile_marks import RETRY_WINDOW, OpenRequest
 from promoter.tasks.reconcile import (
     count_retry,
@@ -56,7 +56,7 @@ async def reconcile(
     ``retry_limit``: automatic retries of one request's run, after which an admin decides.
     ``pending_minutes``: a run Pending this long lost its worker before it started: it is retried.
     """
-    settings = load_settings()
+    settings = current_settings()
     log = get_run_logger()
     started = qrs_now()
     settle = timedelta(seconds=settle_seconds)

@@ -11,7 +11,7 @@ from promoter.errors import PromoterError
 from promoter.flows.delivery import upload_for
 from promoter.manual import requester
 from promoter.prefect_api import name_at_start
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.tasks import ledger, lineage, run, site
 from promoter.tasks.versioning import fetch_backup
 
@@ -25,7 +25,7 @@ async def rollback_app(
     The backup is uploaded, replaces the target (which keeps its id, so links and bookmarks
     survive), and the upload is deleted.
     """
-    settings = load_settings()
+    settings = current_settings()
     log = get_run_logger()
     who = requester(requested_by, flow_run.get_name())
     log.info("rollback of %s on %s requested by %s", target_app_id, site_name, who)

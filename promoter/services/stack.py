@@ -119,6 +119,9 @@ class StackOptions:
     reuse_running_server: bool = True  # a Prefect server already answering on host:port is used
     executor: ExecutorKind = IN_PROCESS  # what runs the flow runs
     worker_query_seconds: float = 1.0  # the process worker's poll (the executor is woken by events)
+    # Tests: the executor retries without waiting (promoter.tasks.retries.set_testing). A process
+    # worker's runs are Prefect's processes, which it cannot reach: they wait as in production.
+    instant_retries: bool = False
 
     @property
     def prefect_home(self) -> Path:
@@ -387,7 +390,8 @@ class Stack:
         if self.options.executor == IN_PROCESS:
             # The executor reads prefect.work_pool and prefect.worker_limit from the settings file.
             config = str(self.options.config)
-            return python_command("-m", "promoter.cli", "executor", "--config", config, "--name", worker)
+            command = python_command("-m", "promoter.cli", "executor", "--config", config, "--name", worker)
+            return [*command, "--instant-retries"] if self.options.instant_retries else command
         pool = self.settings.prefect.work_pool
         command = python_command(
             "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", worker

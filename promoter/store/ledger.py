@@ -10,7 +10,7 @@ Python, so two workers racing for the same approval or email cannot both win.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -141,6 +141,20 @@ class Backup:
 
 
 @dataclass(frozen=True, slots=True)
+class PromotionStart:
+    """What the ledger keeps about a promotion from its start: which request, app, people and rule."""
+
+    key: str  # the request key: a retried run of the same request continues the same promotion
+    app_id: UUID
+    app_name: str
+    approver: str | None
+    owner: str | None
+    action: str
+    trigger: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Promotion:
     id: int
     key: str
@@ -248,34 +262,11 @@ class Ledger(Store):
 
     # -- promotions and their per-site results --------------------------------------------------
 
-    def start_promotion(
-        self,
-        key: str,
-        *,
-        app_id: UUID,
-        app_name: str,
-        approver: str | None,
-        owner: str | None,
-        action: str,
-        trigger: str,
-        reason: str = "",
-    ) -> int:
-        """The promotion row for ``key``, created on first call; a retried run gets the same id."""
-        self._insert_once(
-            sa.insert(promotions).values(
-                key=key,
-                app_id=app_id,
-                app_name=app_name,
-                approver=approver,
-                owner=owner,
-                action=action,
-                trigger=trigger,
-                reason=reason,
-                started_at=now(),
-                status="running",
-            )
-        )
-        return self._read(sa.select(promotions.c.id).where(promotions.c.key == key))[0].id
+    def start_promotion(self, start: PromotionStart) -> int:
+        """The promotion row for ``start.key``, created on first call; a retried run gets the same id."""
+        row = sa.insert(promotions).values(**asdict(start), started_at=now(), status="running")
+        self._insert_once(row)
+        return self._read(sa.select(promotions.c.id).where(promotions.c.key == start.key))[0].id
 
     def set_version(self, promotion_id: int, s3_key: str, s3_version_id: str | None) -> None:
         """The S3 key and version id of the source app stored for this promotion."""

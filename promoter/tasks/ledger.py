@@ -17,8 +17,8 @@ from promoter.outcome import SiteOutcome
 from promoter.planning import KnownTarget
 from promoter.provenance import UploadSlot
 from promoter.qrs.models import App
-from promoter.settings import load_settings
-from promoter.store.ledger import Backup, Ledger, SiteResult
+from promoter.settings import current_settings
+from promoter.store.ledger import Backup, Ledger, PromotionStart, SiteResult
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ async def in_ledger(work: Callable[[Ledger], T]) -> T:
     """Run ``work`` against the ledger in a thread: the database may wait on a lock, the flow must not."""
 
     def call() -> T:
-        with Ledger(load_settings().ledger_url.get_secret_value()) as ledger:
+        with Ledger(current_settings().ledger_url.get_secret_value()) as ledger:
             return work(ledger)
 
     return await asyncio.to_thread(call)
@@ -46,29 +46,9 @@ async def request_outcome(key: str) -> str | None:
     return await in_ledger(lambda ledger: ledger.outcome(key))
 
 
-async def open_promotion(
-    key: str,
-    app_id: UUID,
-    app_name: str,
-    approver: str | None,
-    owner: str | None,
-    action: str,
-    trigger: str,
-    reason: str,
-) -> int:
+async def open_promotion(start: PromotionStart) -> int:
     """The ledger row of this promotion; a retried run gets the same one."""
-    return await in_ledger(
-        lambda ledger: ledger.start_promotion(
-            key,
-            app_id=app_id,
-            app_name=app_name,
-            approver=approver,
-            owner=owner,
-            action=action,
-            trigger=trigger,
-            reason=reason,
-        )
-    )
+    return await in_ledger(lambda ledger: ledger.start_promotion(start))
 
 
 async def record_version(promotion_id: int, s3_key: str, version_id: str | None) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID
 
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.store.ledger import Ledger, Lineage
 
 
 def _ledger() -> Ledger:
-    return Ledger(load_settings().ledger_url.get_secret_value())
+    return Ledger(current_settings().ledger_url.get_secret_value())
 
 
 async def lineage_of(app_id: UUID, app_name: str) -> Lineage:

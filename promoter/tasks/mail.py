@@ -9,25 +9,18 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from promoter import mailer
+from promoter import mail_sending
 from promoter.mail_headers import recipients
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.store.ledger import Ledger
 from promoter.tasks.ledger import in_ledger
-from promoter.tasks.policy import TRANSIENT_RETRIES
+from promoter.tasks.retries import EMAIL_SEND
 
 INTENDED = "intended"
 
 
-@task(
-    name="send-email",
-    task_run_name="email-{kind}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=300,
-    **TRANSIENT_RETRIES,
-)
+@task(name="send-email", task_run_name="email-{kind}", **EMAIL_SEND)
 async def send_email(request_key: str, kind: str, message: EmailMessage, carries: Sequence[str] = ()) -> bool:
     """Send ``message`` unless this request's ``kind`` of email went out already; True if sent now.
 
@@ -35,7 +28,7 @@ async def send_email(request_key: str, kind: str, message: EmailMessage, carries
     doubles an email nor loses one. ``carries``: the kinds this email also stands for (a results
     email with the intended targets), claimed with it so that no retry sends them on their own.
     """
-    settings = load_settings()
+    settings = current_settings()
     log = get_run_logger()
     if not settings.email.enabled:
         log.info("email is disabled: %s not sent", kind)
@@ -46,17 +39,26 @@ async def send_email(request_key: str, kind: str, message: EmailMessage, carries
         # Nobody to tell is no reason to fail a promotion: the flow warned which address was missing.
         log.warning("no valid recipient address for the %s email: not sent", kind)
         return False
-    with Ledger(settings.ledger_url.get_secret_value()) as ledger:
+
+    def claim(ledger: Ledger) -> list[str]:
+        """The kinds this call now holds: none when ``kind`` went out before."""
         if not ledger.claim_email(request_key, kind, to):
-            log.info("the %s email was sent before: not sent again", kind)
-            return False
-        claimed = [kind] + [other for other in carries if ledger.claim_email(request_key, other, to)]
-        try:
-            await asyncio.to_thread(mailer.send, message, settings.email)
-        except Exception:
-            for each in claimed:
-                ledger.release_email(request_key, each)
-            raise
+            return []
+        return [kind] + [other for other in carries if ledger.claim_email(request_key, other, to)]
+
+    def release(ledger: Ledger) -> None:
+        for each in claimed:
+            ledger.release_email(request_key, each)
+
+    claimed = await in_ledger(claim)
+    if not claimed:
+        log.info("the %s email was sent before: not sent again", kind)
+        return False
+    try:
+        await asyncio.to_thread(mail_sending.send, message, settings.email)
+    except Exception:
+        await in_ledger(release)
+        raise
     log.info("sent the %s email to %d recipient(s)", kind, len(to))
     return True
 

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -40,20 +39,18 @@ from promoter.reconcile import (
     survey_source,
     sweep_leftovers,
 )
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.store.reconcile_marks import OpenRequest, ReconcileMark, ReconcileRecord
-from promoter.tasks.policy import PREFECT_CALL, TRANSIENT_RETRIES
+from promoter.tasks.retries import LEDGER_RECORD, PREFECT_CALL, SITE_SURVEY
 
-READ = {"cache_policy": NO_CACHE, "timeout_seconds": 600, **TRANSIENT_RETRIES}
 PAGE = 200  # the most flow runs the Prefect API returns per call
-RECORD = {"cache_policy": NO_CACHE, "timeout_seconds": 120, "retries": 2, "retry_delay_seconds": 1}
 
 
 def _record() -> ReconcileRecord:
-    return ReconcileRecord(load_settings().ledger_url.get_secret_value())
+    return ReconcileRecord(current_settings().ledger_url.get_secret_value())
 
 
-@task(name="last-reconciled", **RECORD)
+@task(name="last-reconciled", **LEDGER_RECORD)
 async def last_reconciled() -> ReconcileMark | None:
     """When reconcile first and last finished without failing (None: never)."""
 
@@ -64,7 +61,7 @@ async def last_reconciled() -> ReconcileMark | None:
     return await asyncio.to_thread(read)
 
 
-@task(name="mark-reconciled", **RECORD)
+@task(name="mark-reconciled", **LEDGER_RECORD)
 async def mark_reconciled(at: datetime) -> None:
     def write() -> None:
         with _record() as record:
@@ -73,15 +70,15 @@ async def mark_reconciled(at: datetime) -> None:
     await asyncio.to_thread(write)
 
 
-@task(name="survey-source", **READ)
+@task(name="survey-source", **SITE_SURVEY)
 async def read_source(since: datetime | None) -> SourceSurvey:
     """Apps with approval or reload properties, and the apps QRS journaled as changed since ``since``."""
-    settings = load_settings()
+    settings = current_settings()
     async with QrsClient.for_site(settings, settings.SOURCE) as qrs:
         return await survey_source(qrs, settings, since)
 
 
-@task(name="unhandled-requests", **RECORD)
+@task(name="unhandled-requests", **LEDGER_RECORD)
 async def unhandled_requests(requests: list[MissedRequest]) -> list[MissedRequest]:
     """The requests the ledger has never seen (a claimed, running or finished one is handled)."""
 
@@ -157,7 +154,7 @@ async def runs_in_progress(deployment_name: str) -> dict[str, RunStatus]:
             offset += PAGE
 
 
-@task(name="open-requests", **RECORD)
+@task(name="open-requests", **LEDGER_RECORD)
 async def open_requests(now: datetime, window: timedelta) -> list[OpenRequest]:
     """Requests the ledger shows claimed and not done (unfinished or failed), claimed within ``window``."""
 
@@ -168,7 +165,7 @@ async def open_requests(now: datetime, window: timedelta) -> list[OpenRequest]:
     return await asyncio.to_thread(read)
 
 
-@task(name="retry-counts", **RECORD)
+@task(name="retry-counts", **LEDGER_RECORD)
 async def retry_counts(keys: list[str]) -> dict[str, int]:
     def read() -> dict[str, int]:
         with _record() as record:
@@ -198,7 +195,7 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-@task(name="count-retry", task_run_name="count-retry-{run_id}", **RECORD)
+@task(name="count-retry", task_run_name="count-retry-{run_id}", **LEDGER_RECORD)
 async def count_retry(key: str, run_id: str, at: datetime) -> int:
     """Count the retry before making it: a reconcile that dies halfway can never retry without bound."""
 
@@ -266,10 +263,10 @@ async def release_stalled_runs(pool: str, now: datetime, pending_limit: timedelt
     return done
 
 
-@task(name="running-uploads", **RECORD)
+@task(name="running-uploads", **LEDGER_RECORD)
 async def running_uploads() -> set[str]:
     """Upload tokens of requests still running: their temporary apps are in use."""
-    settings = load_settings()
+    settings = current_settings()
 
     def read() -> list[str]:
         with ReconcileRecord(settings.ledger_url.get_secret_value()) as record:
@@ -278,8 +275,8 @@ async def running_uploads() -> set[str]:
     return running_upload_tokens(await asyncio.to_thread(read), settings.target_sites)
 
 
-@task(name="sweep-site", task_run_name="sweep-{site}", **READ)
+@task(name="sweep-site", task_run_name="sweep-{site}", **SITE_SURVEY)
 async def sweep_site(site: str, min_age: timedelta, protected: set[str]) -> list[App]:
     """Delete the temporary uploads left on one target site; returns the apps deleted."""
-    async with QrsClient.for_site(load_settings(), site) as qrs:
+    async with QrsClient.for_site(current_settings(), site) as qrs:
         return await sweep_leftovers(qrs, min_age=min_age, protected=protected, log=get_run_logger())

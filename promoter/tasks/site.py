@@ -25,14 +25,9 @@ from prefect.cache_policies import DEFAULT
 from promoter.qrs import steps, transfer
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, Stream, User
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.tasks import run
-from promoter.tasks.policy import CLIENT_RETRY, TRANSIENT_RETRIES
-
-STEP = {"persist_result": True, "timeout_seconds": 600, **TRANSIENT_RETRIES}
-# App files: the client streams them, so the limit is about bandwidth, not memory.
-TRANSFER = {**STEP, "timeout_seconds": 4 * 3600}
-
+from promoter.tasks.retries import APP_FILE_STEP, COPY_ONCE, QRS_STEP, UPLOAD_ONCE, client_retry
 
 # The clients of the block that runs ``sharing_clients``, by site: one TLS context and one pool of
 # connections per site for the export, the checks and every step of the site's delivery.
@@ -61,11 +56,11 @@ async def connect(site: str) -> AsyncIterator[QrsClient]:
     ``sharing_clients``, else one of its own, closed after the block."""
     clients = _shared.get()
     if clients is None:
-        async with QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY) as qrs:
+        async with QrsClient.for_site(current_settings(), site, retry=client_retry()) as qrs:
             yield qrs
         return
     if site not in clients:
-        clients[site] = QrsClient.for_site(load_settings(), site, retry=CLIENT_RETRY)
+        clients[site] = QrsClient.for_site(current_settings(), site, retry=client_retry())
     yield clients[site]
 
 
@@ -76,7 +71,7 @@ async def read_app(site: str, app_id: UUID) -> App:
 
 # Persisted for the run: a retried run acts on the app as its first attempt read it, even when
 # that attempt got as far as deleting the published app (unpublish).
-@task(name="read-app", task_run_name="read-app-{site}-{app_id}", cache_policy=DEFAULT, **STEP)
+@task(name="read-app", task_run_name="read-app-{site}-{app_id}", cache_policy=DEFAULT, **QRS_STEP)
 async def read_app_once(site: str, app_id: UUID) -> App:
     """The app, as the first attempt of this run read it."""
     return await read_app(site, app_id)
@@ -98,7 +93,7 @@ async def read_email(site: str, user_id: UUID) -> str | None:
 
     User input: it may hold several addresses, or none; ``addresses.parse_addresses`` reads it.
     """
-    attribute = load_settings().email.owner_email_attribute
+    attribute = current_settings().email.owner_email_attribute
     async with connect(site) as qrs:
         return await qrs.user_email(user_id, attribute)
 
@@ -111,7 +106,7 @@ async def survey_site(
         return await steps.survey(qrs, app_name, stream_names, known)
 
 
-@task(name="export-app", task_run_name="export-{site}-{app_id}", **TRANSFER)
+@task(name="export-app", task_run_name="export-{site}-{app_id}", **APP_FILE_STEP)
 async def export_app(site: str, app_id: UUID, dest: Path, skip_data: bool = False) -> int:
     """Export the app into ``dest`` (two-step export, streamed); returns the bytes written."""
     landing = transfer.landing_at(dest)
@@ -162,9 +157,8 @@ async def exporting(site: str, app_id: UUID, dest: Path) -> AsyncIterator[None]:
         await job
 
 
-# Uploads are never retried here: the client repeats a failed upload only after checking that
-# it did not land, which a blind task-level repeat could not do.
-@task(name="upload-app", task_run_name="upload-{site}", **{**TRANSFER, "retries": 0})
+# Never retried as a step: the client repeats a failed upload once it knows it did not land.
+@task(name="upload-app", task_run_name="upload-{site}", **UPLOAD_ONCE)
 async def upload_app(site: str, path: Path, name: str, since: datetime) -> App:
     """Upload the exported file once under the request's temporary name; an upload of ours that an
     earlier attempt made since ``since`` is adopted, an app someone else gave that name never is."""
@@ -179,21 +173,21 @@ async def upload(qrs: QrsClient, path: Path, name: str, since: datetime) -> App:
         return await steps.upload_once(qrs, path, name, since, log=get_run_logger(), progress=progress)
 
 
-@task(name="replace-app", task_run_name="replace-{site}-{target_id}", **STEP)
+@task(name="replace-app", task_run_name="replace-{site}-{target_id}", **QRS_STEP)
 async def replace_app(site: str, source_id: UUID, target_id: UUID) -> App:
     """Overwrite ``target_id`` with the uploaded app; the target keeps its id."""
     async with connect(site) as qrs:
         return await qrs.replace_app(source_id, target_id)
 
 
-@task(name="delete-app", task_run_name="delete-{site}-{app_id}", **STEP)
+@task(name="delete-app", task_run_name="delete-{site}-{app_id}", **QRS_STEP)
 async def delete_app(site: str, app_id: UUID) -> None:
     """Delete the app; one that is already gone counts as deleted."""
     async with connect(site) as qrs:
         await steps.delete(qrs, app_id)
 
 
-@task(name="strip-properties", task_run_name="strip-properties-{app_id}", **STEP)
+@task(name="strip-properties", task_run_name="strip-properties-{app_id}", **QRS_STEP)
 async def strip_properties(site: str, app_id: UUID, names: tuple[str, ...]) -> App:
     """Remove the promotion custom properties, so the finished approval cannot fire again."""
 
@@ -204,14 +198,14 @@ async def strip_properties(site: str, app_id: UUID, names: tuple[str, ...]) -> A
         return await qrs.update_app(app_id, strip)
 
 
-@task(name="set-reload-tag", task_run_name="reload-tag-{app_id}-{present}", **STEP)
+@task(name="set-reload-tag", task_run_name="reload-tag-{app_id}-{present}", **QRS_STEP)
 async def set_reload_tag(site: str, app_id: UUID, tag: str, present: bool) -> App:
     """Add or remove the promote-on-reload tag (the tag is created if the site lacks it)."""
     async with connect(site) as qrs:
         return await steps.set_tag(qrs, app_id, tag, present=present)
 
 
-@task(name="return-copy-to-owner", task_run_name="copy-to-owner-{app_id}", **{**STEP, "retries": 0})
+@task(name="return-copy-to-owner", task_run_name="copy-to-owner-{app_id}", **COPY_ONCE)
 async def return_copy_to_owner(
     site: str, app_id: UUID, owner_id: UUID, earlier: tuple[UUID, ...] = ()
 ) -> App:

@@ -9,14 +9,12 @@ from uuid import UUID
 from prefect import task
 
 from promoter import versioning
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.store.ledger import Backup
-from promoter.tasks.policy import TRANSIENT_RETRIES
-
-S3_STEP = {"persist_result": True, "timeout_seconds": 4 * 3600, **TRANSIENT_RETRIES}
+from promoter.tasks.retries import APP_FILE_STEP
 
 
-@task(name="store-version", task_run_name="store-version-{app_id}", **S3_STEP)
+@task(name="store-version", task_run_name="store-version-{app_id}", **APP_FILE_STEP)
 async def store_version(
     file: Path,
     app_id: UUID,
@@ -30,7 +28,7 @@ async def store_version(
     An app that continues another (``root_id``/``root_name``: its lineage root) is stored under
     the root's key, as one more version of the same object.
     """
-    settings = load_settings().versioning
+    settings = current_settings().versioning
     s3 = versioning.s3_client(settings)
     return await asyncio.to_thread(
         versioning.upload_version,
@@ -45,10 +43,10 @@ async def store_version(
     )
 
 
-@task(name="store-backup", task_run_name="store-backup-{site}-{target_app_id}", **S3_STEP)
+@task(name="store-backup", task_run_name="store-backup-{site}-{target_app_id}", **APP_FILE_STEP)
 async def store_backup(file: Path, site: str, target_app_id: UUID, app_name: str) -> Backup:
     """Store a target app as it was before an overwrite, so a rollback can restore it."""
-    settings = load_settings().versioning
+    settings = current_settings().versioning
     s3 = versioning.s3_client(settings)
     stored = await asyncio.to_thread(
         versioning.upload_version,
@@ -64,9 +62,9 @@ async def store_backup(file: Path, site: str, target_app_id: UUID, app_name: str
     return Backup(target_app_id, stored.key, stored.version_id)
 
 
-@task(name="fetch-backup", task_run_name="fetch-backup-{backup.app_id}", **S3_STEP)
+@task(name="fetch-backup", task_run_name="fetch-backup-{backup.app_id}", **APP_FILE_STEP)
 async def fetch_backup(backup: Backup, dest: Path) -> Path:
-    settings = load_settings().versioning
+    settings = current_settings().versioning
     s3 = versioning.s3_client(settings)
     version = backup.version_id or "null"
     return await asyncio.to_thread(

@@ -27,6 +27,7 @@ from uuid import UUID
 import httpx
 from prefect.exceptions import ObjectNotFound
 
+from promoter.errors import PromoterError
 from promoter.notifications import ChangeKind
 from promoter.outcome import change_run_name
 from promoter.prefect_api import HANDLE_CHANGE, WEBHOOK_TAGS, change_parameters, find_deployment, start_run
@@ -59,8 +60,16 @@ RelevanceCheck = Callable[[str, ChangeKind], Awaitable[Relevance]]
 NOT_CHECKED = Relevance(True, "no relevance check")
 
 
-class DeploymentMissing(Exception):
-    """The deployment the flow runs are created from does not exist (yet) in Prefect."""
+class DeploymentMissing(PromoterError):
+    """The deployment the flow runs are created from does not exist (yet) in Prefect.
+
+    Transient: until the flows are deployed, every submission would fail the same way, so
+    submitting pauses and tries again (nothing accepted is lost meanwhile).
+    """
+
+    @property
+    def transient(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +110,13 @@ def flow_parameters(change: PendingChange, key: str, relevance: Relevance = NOT_
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when the Prefect side is unreachable, slow or overloaded, so every submission would fail now."""
-    if isinstance(exc, TimeoutError | httpx.TransportError | DeploymentMissing):
+    """True when the Prefect side is unreachable, slow or overloaded, so every submission would fail now.
+
+    Our errors say so themselves (``PromoterError.transient``); httpx's and Prefect's are judged here.
+    """
+    if isinstance(exc, PromoterError):
+        return exc.transient
+    if isinstance(exc, TimeoutError | httpx.TransportError):
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code

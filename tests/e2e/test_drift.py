@@ -8,8 +8,8 @@ from uuid import UUID
 
 from promoter.approval import Mode
 from promoter.flows.handle import handle_app_change
+from promoter.flows.manual import promote_app
 from promoter.flows.plan import build_plan
-from promoter.flows.promote import promote_app
 from promoter.qrs.client import QrsClient
 from promoter.qrs.models import App, format_qrs_time
 from promoter.sandbox.world import MANAGER, REP

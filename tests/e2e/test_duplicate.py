@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.objects import Artifact
 
 from promoter.approval import Mode, Target
-from promoter.flows.delivery import deliver_to_site
+from promoter.flows.delivery import Delivery, deliver_to_site
 from promoter.flows.handle import handle_app_change
 from promoter.outcome import SiteOutcome
 from promoter.tasks import run
@@ -109,8 +109,8 @@ async def test_a_duplicate_stopped_after_publishing_is_not_published_twice_when_
     @flow
     async def deliver_twice() -> tuple[SiteOutcome, SiteOutcome]:
         await run.ensure_limits({run.site_limit("test"): 2})
-        again = (target, app, exported, "promoted", "request-stopped-once", stage.settings, stage.tmp)
-        return await deliver_to_site.fn(*again), await deliver_to_site.fn(*again)
+        again = Delivery(app, exported, "promoted", "request-stopped-once", stage.settings, stage.tmp)
+        return await deliver_to_site.fn(target, again), await deliver_to_site.fn(target, again)
 
     first, second = await deliver_twice()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from promoter.flows.handle import handle_app_change
-from promoter.flows.promote import promote_app
+from promoter.flows.manual import promote_app
 from promoter.flows.rollback import rollback_app
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 

@@ -14,7 +14,8 @@ async def test_approval_overwrites_the_same_named_app_in_place_and_unpublishes_t
     stage: Stage,
 ) -> None:
     """Approve -> Overwrite where "Sales" is published on test: same target id, new bytes, provenance,
-    the source unpublished into the owner's copy, and the owner told three times."""
+    the source unpublished into the owner's copy, and the owner told twice: quick, the promotion's
+    results email carries the requested targets (no "Promotion requested" email of its own)."""
     old = await stage.seed_target("test", "Sales", "Everyone", stage.app_file(seed="old"))
     new_file = stage.app_file(seed="new")
     app = await stage.publish("Sales", new_file)
@@ -33,11 +34,10 @@ async def test_approval_overwrites_the_same_named_app_in_place_and_unpublishes_t
     assert [(a.name, a.published, a.owner.user_id) for a in on_dev] == [("Sales", False, REP.user_id)]
     assert on_dev[0].id != app.id
     mails = stage.mails()
-    assert stage.subjects() == [
-        '[qs-promoter] Approved: "Sales"',
-        '[qs-promoter] Promoted: "Sales"',
-        '[qs-promoter] Promotion requested: "Sales"',
-    ]
+    assert stage.subjects() == ['[qs-promoter] Approved: "Sales"', '[qs-promoter] Promoted: "Sales"']
+    (results,) = [m for m in mails if str(m["Subject"]).startswith("[qs-promoter] Promoted")]
+    text = results.get_body(("plain",)).get_content()
+    assert "Requested targets" in text and "test (Overwrite): Everyone" in text
     assert all(REP.email in str(m["To"]) for m in mails), [str(m["To"]) for m in mails]
 
 

@@ -66,6 +66,8 @@ async def test_a_plan_shows_each_site_and_the_promotion_then_does_what_it_said(s
     copies to Review, prod replaces the existing app by name and misses Review, names the S3 key, the
     owner as the emails' recipient, an unpublish, and the manager as allowed. The approval then runs:
     the same app is replaced, both test streams get the app, and the S3 key is the planned one."""
+    # Each planned email on its own: with no wait, the results email never carries the intended targets.
+    stage.reconfigure(email={"intended_targets_wait_seconds": 0})
     existing = await stage.seed_target("prod", "Sales", "Everyone", stage.app_file(seed="old"))
     app = await stage.publish("Sales")
     await stage.approve(app.id, ["test - Duplicate", "prod - Overwrite"], ["Everyone", "Review"], **VERSIONED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from promoter.approval import Mode
-from promoter.flows.promote import promote_app
+from promoter.flows.manual import promote_app
 from promoter.qrs.client import QrsClient
 from tests.e2e.conftest import IN_PROCESS_FLOWS, Stage
 

@@ -14,18 +14,18 @@ from email.message import EmailMessage
 
 import pytest
 
-from promoter.mail import (
+from promoter.mail_headers import clip
+from promoter.mail_messages import (
     SUBJECT_NAME_LIMIT,
     AppSummary,
     IntendedTarget,
-    SiteResult,
+    SiteReport,
     render_approval,
     render_denial,
     render_intended_targets,
     render_promotion_results,
     render_publish_alert,
 )
-from promoter.mail_headers import clip
 from tests.security.email_wire import APP_ID, HEADERS, HOSTILE_NAMES
 
 SENDER = "Qlik promotions <qs-promoter@example.com>"
@@ -59,7 +59,7 @@ KINDS: dict[str, tuple[Render, str]] = {
     ),
     "results": (
         lambda app, _by: render_promotion_results(
-            app, [SiteResult("test", failures=("boom",))], sender=SENDER, to=[OWNER], subjects="original"
+            app, [SiteReport("test", failures=("boom",))], sender=SENDER, to=[OWNER], subjects="original"
         ),
         "'{N}' promotion results",
     ),

@@ -19,7 +19,7 @@ from promoter.cli.operations import current_account
 from promoter.sandbox.server import Sandbox
 from promoter.services.stack import free_port
 from promoter.settings import Settings, SiteSettings, write_settings
-from promoter.store.ledger import Ledger
+from promoter.store.ledger import Ledger, PromotionStart
 from tests.fixtures.deployments import Registration
 
 RUN_URL = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
@@ -122,13 +122,15 @@ def test_audit_export_writes_one_row_per_promoted_site(
     """`audit export --csv FILE` writes the ledger as CSV (header first), one row per site."""
     with Ledger(sandbox_settings.ledger_url.get_secret_value()) as ledger:
         promotion = ledger.start_promotion(
-            "approval:demo",
-            app_id=uuid4(),
-            app_name="Sales Dashboard",
-            approver="ACME\\manager",
-            owner="ACME\\rep",
-            action="promote",
-            trigger="updated",
+            PromotionStart(
+                "approval:demo",
+                app_id=uuid4(),
+                app_name="Sales Dashboard",
+                approver="ACME\\manager",
+                owner="ACME\\rep",
+                action="promote",
+                trigger="updated",
+            )
         )
         for site in ("test", "prod"):
             ledger.record_site_result(

@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 from promoter.cli import app
 from promoter.flows.alert import alert_on_publish
 from promoter.flows.handle import handle_app_change
+from promoter.flows.manual import promote_app
 from promoter.flows.plan import plan_promotion
-from promoter.flows.promote import promote_app
 from promoter.flows.reconcile import reconcile
 from promoter.flows.rollback import rollback_app
 from promoter.flows.subscriptions import keep_subscriptions

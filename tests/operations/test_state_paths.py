@@ -20,7 +20,7 @@ from promoter.cli import app
 from promoter.sandbox.server import Sandbox
 from promoter.services.stack import UP_RECORD, free_port
 from promoter.settings import Settings, SiteSettings, WebhookSettings, load_settings, under, write_settings
-from promoter.store.ledger import Ledger
+from promoter.store.ledger import Ledger, PromotionStart
 from promoter.store.subscriptions import SubscriptionStore
 from tests.fixtures.deployments import child_environment, cli_command
 from tests.fixtures.stack import descendants
@@ -148,8 +148,10 @@ def write_ledger(settings: Settings) -> str:
     name = f"Sales {uuid4().hex[:6]}"
     with Ledger(settings.ledger_url.get_secret_value()) as ledger:
         promotion = ledger.start_promotion(
-            f"key-{name}", app_id=uuid4(), app_name=name, approver="ACME\\ann", owner="ACME\\bob",
-            action="promote", trigger="approval",
+            PromotionStart(
+                f"key-{name}", app_id=uuid4(), app_name=name, approver="ACME\\ann", owner="ACME\\bob",
+                action="promote", trigger="approval",
+            )
         )  # fmt: skip
         ledger.record_site_result(
             promotion, "test", mode="overwrite", streams=["Sales"], target_app_ids=[uuid4()], status="ok"

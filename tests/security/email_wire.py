@@ -17,11 +17,12 @@ from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import getaddresses
 
-from promoter.mail import (
+from promoter.mail_headers import one_line
+from promoter.mail_messages import (
     SUBJECT_NAME_LIMIT,
     AppSummary,
     IntendedTarget,
-    SiteResult,
+    SiteReport,
     StreamOutcome,
     render_approval,
     render_denial,
@@ -30,7 +31,6 @@ from promoter.mail import (
     render_publish_alert,
     render_refused_approval,
 )
-from promoter.mail_headers import one_line
 
 SENDER = "Qlik promotions <qs-promoter@example.com>"
 APP_ID = "6f0f4d5e-2b1a-4c3d-9e8f-0a1b2c3d4e5f"
@@ -68,8 +68,8 @@ KINDS: dict[str, Render] = {
     "promotion results": lambda app, who, to: render_promotion_results(
         app,
         [
-            SiteResult(who, streams=(StreamOutcome(who, APP_ID, "published"),), missing_streams=(who,)),
-            SiteResult("prod", failures=(who,)),
+            SiteReport(who, streams=(StreamOutcome(who, APP_ID, "published"),), missing_streams=(who,)),
+            SiteReport("prod", failures=(who,)),
         ],
         sender=SENDER,
         to=to,

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promoter.addresses import MailAddress, parse_addresses
-from promoter.mail import AppSummary, render_approval
+from promoter.mail_messages import AppSummary, render_approval
 from tests.security import email_wire
 
 pytestmark = pytest.mark.security

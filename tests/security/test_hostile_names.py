@@ -2,7 +2,7 @@
 
 Covered elsewhere: filters for quotes, & # % + / ? backslash, CR/LF and non-ASCII through the sandbox
 (tests/sandbox/test_filtering.py, tests/qrs/test_client_sandbox.py); email headers and HTML
-(tests/unit/test_mail.py, tests/mail/test_mailer.py); S3 keys and metadata (tests/versioning/).
+(tests/unit/test_mail_messages.py, tests/mail/test_mail_sending.py); S3 keys and metadata (tests/versioning/).
 """
 
 from __future__ import annotations

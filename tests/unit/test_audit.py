@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from promoter.audit import COLUMNS, export_csv, safe_cell
-from promoter.store.ledger import Backup, Ledger
+from promoter.store.ledger import Backup, Ledger, PromotionStart
 
 
 @pytest.fixture
@@ -27,13 +27,15 @@ def read(path: Path) -> list[dict[str, str]]:
 
 def promote(ledger: Ledger, key: str, app_id: UUID, name: str, version: str | None = None) -> int:
     promotion_id = ledger.start_promotion(
-        key,
-        app_id=app_id,
-        app_name=name,
-        approver="DEV\\boss",
-        owner="DEV\\rep",
-        action="promote",
-        trigger="updated",
+        PromotionStart(
+            key,
+            app_id=app_id,
+            app_name=name,
+            approver="DEV\\boss",
+            owner="DEV\\rep",
+            action="promote",
+            trigger="updated",
+        )
     )
     if version:
         ledger.set_version(promotion_id, f"qs-promoter/{app_id}.qvf", version)
@@ -102,13 +104,15 @@ def test_the_file_starts_with_a_bom_and_keeps_unicode(ledger: Ledger, tmp_path: 
 def test_a_denial_without_site_results_still_has_a_row(ledger: Ledger, tmp_path: Path) -> None:
     """A promotion that reached no site (a denial) appears once with the site columns empty."""
     ledger.start_promotion(
-        "approval:d",
-        app_id=uuid4(),
-        app_name="Sales",
-        approver="DEV\\boss",
-        owner="DEV\\rep",
-        action="deny",
-        trigger="updated",
+        PromotionStart(
+            "approval:d",
+            app_id=uuid4(),
+            app_name="Sales",
+            approver="DEV\\boss",
+            owner="DEV\\rep",
+            action="deny",
+            trigger="updated",
+        )
     )
 
     export_csv(ledger, tmp_path / "audit.csv")

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from promoter.planning import KnownTarget
 from promoter.provenance import upload_name, upload_token
-from promoter.store.ledger import FAILED, Backup, Ledger
+from promoter.store.ledger import FAILED, Backup, Ledger, PromotionStart
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 T = TypeVar("T")
@@ -116,14 +116,16 @@ def test_concurrent_retakes_of_a_failed_claim_have_one_winner(ledger: Ledger) ->
 
 def _start(ledger: Ledger, key: str = "approval:p", app_id: object = None) -> int:
     return ledger.start_promotion(
-        key,
-        app_id=app_id or uuid4(),
-        app_name="Sales ✓",
-        approver="DEV\\boss",
-        owner="DEV\\rep",
-        action="promote",
-        trigger="updated",
-        reason="approved for test",
+        PromotionStart(
+            key,
+            app_id=app_id or uuid4(),
+            app_name="Sales ✓",
+            approver="DEV\\boss",
+            owner="DEV\\rep",
+            action="promote",
+            trigger="updated",
+            reason="approved for test",
+        )
     )
 
 

@@ -42,7 +42,7 @@ def test_prefect_yaml_registers_the_names_the_code_uses() -> None:
     project = yaml.safe_load((PROJECT / "prefect.yaml").read_text(encoding="utf-8"))
     entrypoints = {
         "handle-app-change": "promoter/flows/handle.py:handle_app_change",
-        "promote-app": "promoter/flows/promote.py:promote_app",
+        "promote-app": "promoter/flows/manual.py:promote_app",
         "rollback-app": "promoter/flows/rollback.py:rollback_app",
         "alert-on-publish": "promoter/flows/alert.py:alert_on_publish",
         "plan-promotion": "promoter/flows/plan.py:plan_promotion",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from promoter.errors import SettingsError
-from promoter.settings import Settings, load_settings, write_settings
+from promoter.settings import Settings, current_settings, load_settings, write_settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "qs-promoter.example.toml"
@@ -408,3 +411,82 @@ def test_a_weak_webhook_secret_is_refused_at_load(tmp_path: Path, weak: str) -> 
     assert weak not in message
     assert load_settings(write(tmp_path, GOOD + f'\n[webhook]\nsecret = "{strong}"\n')).webhook.secret
     assert load_settings(write(tmp_path, GOOD)).webhook.secret.get_secret_value() == ""
+
+
+# -- current_settings: what flows and tasks read at every step ------------------------------------
+
+
+def rewrite_keeping_the_time(path: Path, text: str) -> None:
+    """Rewrite ``path`` and give it back its modification time, as a quick rewrite can look."""
+    before = path.stat()
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_current_settings_are_parsed_again_only_when_the_file_changes(tmp_path: Path) -> None:
+    """The same file gives the same object, read as load_settings reads it; a rewrite of the same
+    length within the same modification time is seen at the next call."""
+    path = write(tmp_path, GOOD)
+
+    first = current_settings(path)
+
+    assert current_settings(path) is first
+    assert first.model_dump() == load_settings(path).model_dump()
+    rewrite_keeping_the_time(path, path.read_text(encoding="utf-8").replace("qlik-dev", "qlik-abc"))
+    assert current_settings(path).source_site.host == "qlik-abc"
+
+
+def test_current_settings_follow_the_qsp_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QSP_ variable set, changed or removed is in force at the next call; QSP_CONFIG names the file."""
+    monkeypatch.setenv("QSP_CONFIG", str(write(tmp_path, GOOD)))
+    assert current_settings().source_site.host == "qlik-dev"
+
+    monkeypatch.setenv("QSP_SOURCE_SITE__HOST", "qlik-env")
+    assert current_settings().source_site.host == "qlik-env"
+    monkeypatch.setenv("QSP_SOURCE_SITE__HOST", "qlik-env2")
+    assert current_settings().source_site.host == "qlik-env2"
+    monkeypatch.delenv("QSP_SOURCE_SITE__HOST")
+    assert current_settings().source_site.host == "qlik-dev"
+
+
+def test_a_broken_file_fails_at_every_call_until_it_is_fixed(tmp_path: Path) -> None:
+    """Settings that loaded once are not handed out after the file broke, and a failure is not kept."""
+    path = write(tmp_path, GOOD)
+    current_settings(path)
+    path.write_text(GOOD + "\n[source_site\n", encoding="utf-8")
+
+    for _ in range(2):
+        with pytest.raises(SettingsError, match="not valid TOML"):
+            current_settings(path)
+    path.unlink()
+    with pytest.raises(SettingsError, match="settings file not found"):
+        current_settings(path)
+    write(tmp_path, GOOD)
+    assert current_settings(path).source_site.host == "qlik-dev"
+
+
+def test_an_edited_approver_csv_is_seen_at_the_next_call(tmp_path: Path) -> None:
+    """The approver CSV the file names is read while parsing: editing it alone counts as a change."""
+    csv = tmp_path / "approvers.csv"
+    csv.write_text("StreamID, ApprovalEmailAddress\nabc, one@acme.example\n", encoding="utf-8")
+    path = write(tmp_path, GOOD + 'stream_approvers_csv = "approvers.csv"\n')
+    assert current_settings(path).email.approvers_for("abc") == ["one@acme.example"]
+
+    rewrite_keeping_the_time(csv, "StreamID, ApprovalEmailAddress\nabc, two@acme.example\n")
+
+    assert current_settings(path).email.approvers_for("abc") == ["two@acme.example"]
+
+
+def test_threads_asking_at_once_share_one_parse(tmp_path: Path) -> None:
+    """Runs that start together (the executor's threads) get one Settings object, parsed once."""
+    path = write(tmp_path, GOOD)
+    start = threading.Barrier(8)
+
+    def ask() -> Settings:
+        start.wait()
+        return current_settings(path)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: ask(), range(8)))
+
+    assert len({id(settings) for settings in answers}) == 1

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from promoter.audit import export_csv
 from promoter.planning import KnownTarget
-from promoter.store.ledger import Ledger, Lineage
+from promoter.store.ledger import Ledger, Lineage, PromotionStart
 from tests.fixtures.postgres import postgres_url, throwaway_database
 
 
@@ -132,7 +132,15 @@ def test_the_audit_export_follows_an_app_across_its_copies(ledger: Ledger, tmp_p
 
 def promote(ledger: Ledger, key: str, app_id: UUID, version: str) -> None:
     promotion_id = ledger.start_promotion(
-        key, app_id=app_id, app_name="Sales", approver=None, owner=None, action="promote", trigger="updated"
+        PromotionStart(
+            key,
+            app_id=app_id,
+            app_name="Sales",
+            approver=None,
+            owner=None,
+            action="promote",
+            trigger="updated",
+        )
     )
     ledger.set_version(promotion_id, f"qs-promoter/apps/{app_id}/Sales.qvf", version)
     ledger.finish_promotion(promotion_id, "done")

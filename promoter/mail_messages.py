@@ -1,7 +1,7 @@
 """Render the emails qs-promoter sends (publish alerts, approvals, denials, results) as EmailMessage objects.
 
 Pure code: every function takes plain values and returns an ``email.message.EmailMessage``
-(plain text plus an HTML alternative); ``promoter.mailer.send`` delivers it. App, stream and
+(plain text plus an HTML alternative); ``promoter.mail_sending.send`` delivers it. App, stream and
 user names are user input: they reach the HTML only through ``html.escape``, and a header only
 through ``promoter.mail_headers``, which writes them as encoded words the email package never parses.
 
@@ -12,7 +12,7 @@ Callers adapt their data to the small frozen dataclasses below:
 - ``IntendedTarget(site, streams, mode)`` for the "intended targets" email, and for the results
   email when that one carries it too (a promotion that finished within
   ``email.intended_targets_wait_seconds``: see ``promoter.tasks.mail.IntendedTargetsEmail``).
-- ``SiteResult(site, streams=(StreamOutcome(stream, target_app_id, action, link), ...),
+- ``SiteReport(site, streams=(StreamOutcome(stream, target_app_id, action, link), ...),
   missing_streams, failures, s3_version_id, backup_version_id)`` for the results email; ``link``
   is the target site's ``hub_link(target_app_id)``: the results email links each promoted app where
   it now lives, not the source app (which the same run may have unpublished or deleted).
@@ -86,8 +86,8 @@ class StreamOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class SiteResult:
-    """What a promotion did on one target site."""
+class SiteReport:
+    """What the results email says of one target site (the ledger keeps its own ledger.SiteResult)."""
 
     site: str
     streams: tuple[StreamOutcome, ...] = ()
@@ -215,7 +215,7 @@ def render_intended_targets(
 
 def render_promotion_results(
     app: AppSummary,
-    results: Sequence[SiteResult],
+    results: Sequence[SiteReport],
     *,
     sender: str,
     to: Recipients,

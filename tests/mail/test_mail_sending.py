@@ -14,8 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from promoter.errors import MailError
-from promoter.mail import AppSummary, render_approval, render_publish_alert, render_test_mail
-from promoter.mailer import check_login, send
+from promoter.mail_messages import AppSummary, render_approval, render_publish_alert, render_test_mail
+from promoter.mail_sending import check_login, send
 from promoter.sandbox.smtp import SmtpSandbox
 from promoter.settings import EmailSettings
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from promoter.addresses import MailAddress, gather_addresses, is_valid_address, parse_addresses
-from promoter.mail import (
+from promoter.mail_headers import one_line, recipients
+from promoter.mail_messages import (
     SUBJECT_NAME_LIMIT,
     AppSummary,
     IntendedTarget,
-    SiteResult,
+    SiteReport,
     StreamOutcome,
     render_approval,
     render_denial,
@@ -29,7 +30,6 @@ from promoter.mail import (
     render_refused_approval,
     render_test_mail,
 )
-from promoter.mail_headers import one_line, recipients
 from promoter.settings import EmailSettings
 from tests.security.email_wire import HEADERS
 
@@ -59,9 +59,9 @@ def app(name: str = "Sales KPIs", stream: str | None = "Sales", owner: str = "Bo
     return AppSummary(APP_ID, name, owner, stream, f"https://qlik.example.com/sense/app/{APP_ID}")
 
 
-def results() -> list[SiteResult]:
+def results() -> list[SiteReport]:
     return [
-        SiteResult(
+        SiteReport(
             "test",
             streams=(
                 StreamOutcome("Everyone", "11111111-1111-1111-1111-111111111111", "published"),
@@ -71,7 +71,7 @@ def results() -> list[SiteResult]:
             s3_version_id="v-test-1",
             backup_version_id="v-backup-9",
         ),
-        SiteResult("prod", failures=("QRS answered 503 on upload",)),
+        SiteReport("prod", failures=("QRS answered 503 on upload",)),
     ]
 
 
@@ -267,7 +267,7 @@ def test_results_link_each_promoted_app_on_its_target_site_not_the_source_app() 
     the source app, which the same run may have unpublished, is not linked then."""
     test_hub = "https://qlik-test.example.com/sense/app"
     linked = [
-        SiteResult(
+        SiteReport(
             "test",
             streams=(
                 StreamOutcome(
@@ -292,7 +292,7 @@ def test_results_link_each_promoted_app_on_its_target_site_not_the_source_app() 
 def test_a_target_link_that_is_not_a_web_link_stays_inert_text() -> None:
     """A target link that is not http(s) is shown as text, never as an anchor."""
     hostile = [
-        SiteResult("test", streams=(StreamOutcome("Everyone", "1", "published", "javascript:alert(1)"),))
+        SiteReport("test", streams=(StreamOutcome("Everyone", "1", "published", "javascript:alert(1)"),))
     ]
 
     page = parts(parse(render_promotion_results(app(), hostile, sender=SENDER, to=TO)))[1]
@@ -302,7 +302,7 @@ def test_a_target_link_that_is_not_a_web_link_stays_inert_text() -> None:
 
 def test_results_subject_says_promoted_when_every_site_succeeded() -> None:
     """All sites done: the Subject says Promoted."""
-    done = [SiteResult("test", streams=(StreamOutcome("Everyone", "1", "published"),))]
+    done = [SiteReport("test", streams=(StreamOutcome("Everyone", "1", "published"),))]
 
     message = parse(render_promotion_results(app(), done, sender=SENDER, to=TO))
 

@@ -13,7 +13,7 @@ from promoter.flows.promotion import SOURCE, promote
 from promoter.manual import manual_decision, requester
 from promoter.outcome import SiteOutcome
 from promoter.prefect_api import name_at_start
-from promoter.settings import load_settings
+from promoter.settings import current_settings
 from promoter.tasks import run, site
 
 
@@ -34,7 +34,7 @@ async def promote_app(
     without it is recorded as started from the Prefect UI or API. ``force``: Overwrite replaces
     target apps changed by hand since qs-promoter placed them, which the drift guard would hold.
     """
-    settings = load_settings()
+    settings = current_settings()
     who = requester(requested_by, flow_run.get_name())
     get_run_logger().info("manual promotion of %s requested by %s", app_id, who)
     await run.ensure_limits({run.app_lock(app_id): 1})
