@@ -91,6 +91,9 @@ class PlannedEmail:
     kind: str
     subject: str
     recipients: tuple[str, ...]
+    # Sent only when the promotion is still going after this many seconds; a quicker one puts it
+    # in the results email (email.intended_targets_wait_seconds). None: sent whatever happens.
+    only_after_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,10 +292,22 @@ def _emails(
             summary, results, sender=sender, to=to, subjects=subjects
         )
         messages.append(("results", outcome))
+    wait = email.intended_targets_wait_seconds or None
     return tuple(
-        PlannedEmail(kind, str(message["Subject"]), tuple(a.addr_spec for a in to))
+        PlannedEmail(
+            kind,
+            str(message["Subject"]),
+            tuple(a.addr_spec for a in to),
+            only_after_seconds=wait if kind == "intended targets" else None,
+        )
         for kind, message in messages
     )
+
+
+def _held(email: PlannedEmail) -> str:
+    if email.only_after_seconds is None:
+        return ""
+    return f" (only if the promotion takes over {email.only_after_seconds:g} s; else in the results email)"
 
 
 def _yes(value: bool | None) -> str:
@@ -356,7 +371,7 @@ def _footer(plan: PromotionPlan, text: Show) -> tuple[list[tuple[str, str]], lis
         ("source app afterwards", text(plan.source_after)),
     ]
     emails = [
-        f"{e.kind}: {text(e.subject)} to {', '.join(e.recipients) or 'nobody (not sent)'}"
+        f"{e.kind}: {text(e.subject)} to {', '.join(e.recipients) or 'nobody (not sent)'}" + _held(e)
         for e in plan.emails
     ]
     emails += [f"warning: {text(w)}" for w in plan.email_warnings]
