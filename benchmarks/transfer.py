@@ -64,6 +64,7 @@ from promoter.qrs.models import AppExportResponse  # noqa: E402
 from promoter.qrs.tls import site_tls  # noqa: E402
 from promoter.sandbox.synthetic import make_app_file  # noqa: E402
 from promoter.sandbox.world import MANAGER, REP, World, build_world, publish_as, set_properties  # noqa: E402
+from promoter.services.prefect_clients import share_tls_context  # noqa: E402
 from promoter.settings import Settings, SiteSettings, UnpublishSettings, write_settings  # noqa: E402
 
 MB = 1_000_000
@@ -421,6 +422,7 @@ def main() -> None:
         ]
     tmp = Path(tempfile.mkdtemp(prefix="qsp-bench-transfer-"))
     names = ["dev", *(f"t{i}" for i in range(1, max(case[1] for case in args.cases) + 1))]
+    share_tls_context()  # as `qs-promoter executor` does
     with sandbox(names, tmp) as sites, prefect_server():
         rows = asyncio.run(run(args, sites, tmp))
     notes = {

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from promoter.errors import MailError
 from promoter.mail_headers import recipients
 from promoter.settings import EmailSettings
+from promoter.tls_contexts import reused
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ def check_login(settings: EmailSettings) -> None:
 
 def smtp_tls_context(settings: EmailSettings) -> ssl.SSLContext:
     """Verify the SMTP server's certificate: against ``ca_file`` when set, else the system's CAs."""
-    if settings.ca_file is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
-    return ssl.create_default_context()
+    ca_file = settings.ca_file
+    if ca_file is not None:
+        return reused([ca_file], "smtp", lambda: ssl.create_default_context(cafile=str(ca_file)))
+    return reused([], "smtp", ssl.create_default_context)
 
 
 def _converse(settings: EmailSettings, message: EmailMessage | None) -> None:

@@ -9,7 +9,7 @@ inside the functions only, so the CLI starts fast and nothing in the core loads 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -124,6 +124,19 @@ def name_at_start(flow: str) -> Callable[[], str]:
         return first_run_name(flow, flow_run.parameters)
 
     return name
+
+
+def names_to_give(runs: Iterable[FlowRun], flows: Mapping[UUID, str]) -> dict[UUID, str]:
+    """The runs Prefect named itself (a scheduled tick created ahead, a Custom run for later) and
+    the name each should have now, by run id: ``first_run_name`` of its flow, as ``name_at_start``
+    would name it when it starts. ``flows``: the flow name of each deployment id; a run of a
+    deployment not in it, or with a name of ours, is left as it is."""
+    wanted: dict[UUID, str] = {}
+    for run in runs:
+        flow = flows.get(run.deployment_id) if run.deployment_id is not None else None
+        if flow is not None and not named_by_us(run.name):
+            wanted[run.id] = first_run_name(flow, run.parameters)
+    return wanted
 
 
 async def with_prefect(api_url: str, call: Callable[[PrefectClient], Awaitable[T]]) -> T:

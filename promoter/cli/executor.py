@@ -114,6 +114,7 @@ def executor(
         Outcome,
         serve,
     )
+    from promoter.services.prefect_clients import share_tls_context
 
     logging.getLogger("promoter").setLevel(logging.INFO)  # Prefect's console handler prints it
     typer.echo(settings.state_line(results=prefect_results_folder()))
@@ -128,6 +129,7 @@ def executor(
         restart_after_runs=runs or None,
         restart_above_bytes=memory or None,
     )
+    share_tls_context()  # a long-lived process: Prefect's per-client TLS setup is CPU it need not spend
     running = Executor(options)
     with stop_on_signals(running.request_stop):
         try:

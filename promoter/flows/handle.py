@@ -40,8 +40,9 @@ async def handle_app_change(
     """
     settings = current_settings()
     log = get_run_logger()
-    await run.ensure_limits({run.app_lock(app_id): 1})
-    async with run.holding(run.app_lock(app_id)):
+    lock = {run.app_lock(app_id): 1}
+    await run.ensure_limits(lock)
+    async with run.holding(lock):
         try:
             # Persisted: a retried run acts on the app as its first attempt read it.
             app: App | None = await site.read_app_once(SOURCE, app_id)

@@ -37,8 +37,9 @@ async def promote_app(
     settings = current_settings()
     who = requester(requested_by, flow_run.get_name())
     get_run_logger().info("manual promotion of %s requested by %s", app_id, who)
-    await run.ensure_limits({run.app_lock(app_id): 1})
-    async with run.holding(run.app_lock(app_id)):
+    lock = {run.app_lock(app_id): 1}
+    await run.ensure_limits(lock)
+    async with run.holding(lock):
         app = await site.read_app(SOURCE, app_id)
         decision = manual_decision(
             app, settings, sites=sites, streams=streams, mode=mode, requested_by=who, force=force

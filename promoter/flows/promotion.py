@@ -309,7 +309,7 @@ async def deliver_everywhere(promotion: PromotionRun, versioned: Versioned) -> l
     earlier = {r.site: r for r in await ledger.site_results(promotion.promotion_id)}
     waiting = [t for t in decision.targets if getattr(earlier.get(t.site), "status", None) != "done"]
     async with (
-        run.holding(*(run.site_limit(t.site) for t in waiting)),
+        run.holding({run.site_limit(t.site): settings.prefect.site_concurrency for t in waiting}),
         site.exporting(SOURCE, app.id, exported),
     ):
         sites = (deliver_or_resume(promotion, t, delivery, earlier.get(t.site)) for t in decision.targets)

@@ -44,10 +44,11 @@ async def rollback_app(
     request = f"rollback:{flow_run.get_id()}"
     slot = await ledger.upload_slot(request, site_name)
     work = settings.work_dir / slot.token
-    await run.ensure_limits({run.site_limit(site_name): settings.prefect.site_concurrency})
+    site_slot = {run.site_limit(site_name): settings.prefect.site_concurrency}
+    await run.ensure_limits(site_slot)
     try:
         restored = await fetch_backup(backup, work / "backup.qvf")
-        async with run.holding(run.site_limit(site_name)):
+        async with run.holding(site_slot):
             # A retried run gets its upload back even if the failed attempt deleted it.
             upload = await upload_for(site_name, restored, target.name, slot)
             try:

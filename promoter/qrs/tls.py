@@ -13,6 +13,7 @@ from typing import NoReturn
 from cryptography import x509
 
 from promoter.errors import SettingsError
+from promoter.tls_contexts import reused
 
 CLIENT_CERT = "client.pem"
 CLIENT_KEY = "client_key.pem"
@@ -40,17 +41,23 @@ def site_tls(cert_dir: Path, *, verify: bool = True, site: str = "") -> ssl.SSLC
             f"{site or cert_dir}: certificate folder {cert_dir} lacks {', '.join(missing)}"
             " (export the certificates from the QMC in PEM format, without a password)"
         )
+    exposed = unreported_key_exposure(cert_dir)
+    if exposed:
+        log.warning("%s: %s; fix: chmod 600 %s", site or cert_dir, exposed, cert_dir / CLIENT_KEY)
+    if not verify:
+        log.warning("%s: TLS verification of the QRS server certificate is OFF", site or cert_dir)
+    files = [cert_dir / name for name in (CLIENT_CERT, CLIENT_KEY, ROOT_CERT)]
+    return reused(files, ("qrs", verify), lambda: _new_site_tls(cert_dir, verify, site))
+
+
+def _new_site_tls(cert_dir: Path, verify: bool, site: str) -> ssl.SSLContext:
     if verify:
         tls = ssl.create_default_context(cafile=str(cert_dir / ROOT_CERT))
     else:
-        log.warning("%s: TLS verification of the QRS server certificate is OFF", site or cert_dir)
         tls = ssl.create_default_context()
         tls.check_hostname = False
         tls.verify_mode = ssl.CERT_NONE
     load_client_certificate(tls, cert_dir, site)
-    exposed = unreported_key_exposure(cert_dir)
-    if exposed:
-        log.warning("%s: %s; fix: chmod 600 %s", site or cert_dir, exposed, cert_dir / CLIENT_KEY)
     return tls
 
 

@@ -22,6 +22,10 @@ a task in its own event loop instead, with the calls a worker makes (Prefect 3.9
   subscription, which the run waits for before it starts: measured ~8 % of the executor's CPU);
 - it sends worker heartbeats (the pool shows it online); flow runs send their own heartbeats,
   so the zombie-run automation still crashes a run whose executor died;
+- the pool's Scheduled runs that Prefect named itself (the scheduler's ticks, created hours
+  ahead, and Custom runs for later: ``malachite-mongrel``) get their names by action and app
+  (``first_run_name``) at start and then every ``naming_seconds`` (a minute), long before they
+  start: one read of the pool's Scheduled runs, and one update for each run that needs a name;
 - on start, runs that an earlier executor of the same name left Running or Pending are marked
   Crashed (reconcile retries them on its next round, not after the zombie timeout), Cancelling
   ones Cancelled;
@@ -65,6 +69,7 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import httpx
 from prefect._flow_run_suspension import (
     FlowRunSuspensionRequest,
     is_suspended_flow_run_state,
@@ -81,6 +86,7 @@ from prefect.client.schemas.filters import (
     WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.context import AsyncClientContext
 from prefect.deployments.steps.core import run_steps
 from prefect.events.clients import get_events_subscriber
@@ -93,6 +99,7 @@ from prefect.utilities.callables import get_call_parameters, parameters_to_args_
 from prefect.utilities.engine import propose_state
 
 from promoter.errors import PromoterError
+from promoter.prefect_api import names_to_give
 from promoter.services.orchestration import active_runs
 
 log = logging.getLogger(__name__)
@@ -100,6 +107,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 8  # runs at once when neither --limit nor prefect.worker_limit says
 POLL_SECONDS = 2.0  # the events bring new runs at once; the poll catches what they missed
 WORKER_HEARTBEAT_SECONDS = 30.0
+NAMING_SECONDS = 60.0  # one read of the Scheduled runs a minute: cheap on SQLite, soon enough for the UI
+NAMING_LIMIT = 200  # the soonest; the scheduler keeps ~100 runs ahead per schedule
+NAMING_TIMEOUT = 10.0  # a late rename could undo the name a run gave itself once started
 STOP_GRACE_SECONDS = 30.0
 CANCEL_WAIT_SECONDS = 15.0  # for cancelled runs to record how they ended
 THREADS = 32  # the loop's default thread pool: asyncio.to_thread file I/O of several runs at once
@@ -141,6 +151,7 @@ class ExecutorOptions:
     restart_after_runs: int | None = RESTART_AFTER_RUNS
     restart_above_bytes: int | None = RESTART_ABOVE_BYTES
     poll_seconds: float = POLL_SECONDS
+    naming_seconds: float = NAMING_SECONDS
     threads: int = THREADS
 
     @property
@@ -276,6 +287,7 @@ class Executor:
             await self._end_leftovers(client)
             await self._heartbeat(client)
             self._spawn(self._heartbeats(client))
+            self._spawn(self._name_runs_every_minute(client))
             self._spawn(self._watch_events(pool.id))
             # Listen before the first poll: a run created in between would wait for the next one.
             with contextlib.suppress(TimeoutError):
@@ -538,7 +550,7 @@ class Executor:
         if tasks:
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_SECONDS)
 
-    # -- background: server events and worker heartbeats -----------------------------------
+    # -- background: server events, worker heartbeats and run names ------------------------
 
     def _spawn(self, coroutine: Any) -> None:
         self._background.add(asyncio.create_task(coroutine))
@@ -577,6 +589,37 @@ class Executor:
             )
         except Exception as exc:
             log.warning("worker heartbeat failed: %s", exc)
+
+    async def _name_runs_every_minute(self, client: PrefectClient) -> None:
+        while True:
+            await self._name_scheduled_runs(client)
+            await asyncio.sleep(self.options.naming_seconds)
+
+    async def _name_scheduled_runs(self, client: PrefectClient) -> None:
+        """Name the pool's Scheduled runs that Prefect named itself; never raises."""
+        try:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.options.pool])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=NAMING_LIMIT,
+            )
+        except Exception as exc:  # the server restarts or is busy: the next round names them
+            log.warning("reading the scheduled flow runs to name them failed: %s", exc)
+            return
+        flows = {deployment: flow.name for deployment, flow in self.flows.items()}
+        for run_id, name in names_to_give(runs, flows).items():
+            if run_id in self.active:  # being taken: its flow names it as it starts
+                continue
+            try:
+                await asyncio.wait_for(client.update_flow_run(run_id, name=name), NAMING_TIMEOUT)
+            except Exception as exc:
+                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
+                    continue  # deleted since it was read
+                log.debug("naming the scheduled flow runs stopped at %s: %s", run_id, exc)
+                return  # the server is busy or away: the rest wait for the next round
 
 
 async def load_pool_flows(client: PrefectClient, pool: str) -> dict[UUID, Flow[..., Any]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,22 @@ LEASE_SECONDS = 60.0
 
 
 @asynccontextmanager
-async def holding(*limits: str) -> AsyncIterator[None]:
-    """Hold one slot of each global concurrency limit (strict: they must exist) for the block.
+async def holding(limits: Mapping[str, int]) -> AsyncIterator[None]:
+    """Hold one slot of each global concurrency limit (name: its size; strict: they must exist)
+    for the block.
 
     All of them in one request: a promotion to three sites that asked for each site's slot on its
     own made three server writes at once, which SQLite answered with 503s and seconds of back-off.
+    The runs of this process queue for a slot here first (``_waiting_here``) and ask the server
+    once one is free, so the server's limit still holds for several executors, without polling.
     """
-    names = list(dict.fromkeys(limits))
-    if not names:
+    if not limits:
         yield
         return
+    names = sorted(limits)  # one order for every run: two runs never hold each other's next gate
     async with AsyncExitStack() as stack:
+        for name in names:
+            await stack.enter_async_context(_waiting_here(name, limits[name]))
         for attempt in range(1, SLOT_ATTEMPTS + 1):
             try:
                 # A failed renewal (Prefect restarting) must not kill an upload half done: the
@@ -78,6 +84,20 @@ async def holding(*limits: str) -> AsyncIterator[None]:
                 )
                 await asyncio.sleep(SLOT_PAUSE_SECONDS * attempt)
         yield
+
+
+# Per event loop (one in the executor; tests start many), per limit and size: the runs of this
+# process waiting for that limit. A run the server refuses waits for its Retry-After, seconds
+# that grow with the queue, and each refusal is a write to the server's database; queued here, a
+# run asks the server only when a run of this process gave a slot back, and at once.
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _waiting_here(name: str, size: int) -> asyncio.Semaphore:
+    gates = _gates.setdefault(asyncio.get_running_loop(), {})
+    return gates.setdefault((name, size), asyncio.Semaphore(size))
 
 
 def app_lock(app_id: UUID) -> str:

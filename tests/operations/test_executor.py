@@ -25,10 +25,11 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from prefect.states import AwaitingRetry, Cancelling, Running
+from prefect.states import AwaitingRetry, Cancelling, Running, Scheduled
 
 from promoter.cli.up import stop_on_signals
-from promoter.prefect_api import HANDLE_CHANGE, with_prefect
+from promoter.outcome import named_by_us
+from promoter.prefect_api import HANDLE_CHANGE, first_run_name, with_prefect
 from promoter.services.executor import Executor, ExecutorOptions, Outcome, Stop, load_pool_flows
 from promoter.services.orchestration import worker_seen
 from promoter.services.stack import project_dir
@@ -259,6 +260,68 @@ def test_a_new_run_starts_on_the_servers_event_not_at_the_next_poll(pool: Pool) 
         pool.go("prompt")
         run_id = pool.start("prompt")
         pool.wait_state(run_id, "COMPLETED")
+
+
+def test_runs_prefect_named_get_our_names_while_still_scheduled_for_later(pool: Pool) -> None:
+    """Runs created an hour ahead with a name Prefect made up (as its scheduler creates the
+    every-minute and every-10-minutes ticks, or the UI a Custom run for later) are named by their
+    flow and parameters by the executor at its start, still Scheduled; a run we named keeps its name."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    parameters = {"folder": str(pool.folder), "label": "later"}
+
+    async def create(client: PrefectClient) -> tuple[UUID, UUID]:
+        made_up = await client.create_flow_run_from_deployment(
+            pool.deployments[GATED], parameters=parameters, state=Scheduled(scheduled_time=later)
+        )
+        ours = await client.create_flow_run_from_deployment(
+            pool.deployments[TWO_STEPS],
+            parameters=parameters,
+            state=Scheduled(scheduled_time=later),
+            name="promote 'Sales' (x)",
+        )
+        return made_up.id, ours.id
+
+    made_up, ours = pool.prefect(create)
+    slug = pool.flow_run(made_up).name
+
+    with executing(pool.options()):
+        wait_until(lambda: named_by_us(pool.flow_run(made_up).name), f"new name for {slug}")
+        renamed, kept = pool.flow_run(made_up), pool.flow_run(ours)
+
+    assert not named_by_us(slug)
+    assert (renamed.name, renamed.state_name) == (first_run_name(GATED, parameters), "Scheduled")
+    assert (kept.name, kept.state_name) == ("promote 'Sales' (x)", "Scheduled")
+
+
+def test_a_busy_server_when_naming_scheduled_runs_only_delays_the_names(pool: Pool) -> None:
+    """The Prefect API answers 503 (SQLite's "database is locked"), with the client's retries spent,
+    to the executor's read of the Scheduled runs to name, then to the rename of a run: the executor
+    goes on (a due run completes, it stops without an error) and a later round names the run."""
+    later = Scheduled(scheduled_time=datetime.now(UTC) + timedelta(hours=1))
+    parameters = {"folder": str(pool.folder), "label": "later"}
+    waiting = pool.prefect(
+        lambda client: client.create_flow_run_from_deployment(
+            pool.deployments[GATED], parameters=parameters, state=later
+        )
+    ).id
+    pool.go("due")
+    due = pool.start("due")
+
+    with BusyApi(pool.api_url).running() as api:
+        refusals = [
+            api.refuse("POST", "/flow_runs/filter", "SCHEDULED"),
+            api.refuse("PATCH", f"/flow_runs/{waiting}", '"name"'),
+        ]
+        with (
+            temporary_settings({PREFECT_API_URL: api.url, PREFECT_CLIENT_MAX_RETRIES: 0}),
+            executing(pool.options(naming_seconds=0.5)),
+        ):
+            pool.wait_state(due, "COMPLETED")
+            wait_until(lambda: named_by_us(pool.flow_run(waiting).name), "a name for the waiting run")
+
+    assert [refusal.answered for refusal in refusals] == [1, 1]
+    named = pool.flow_run(waiting)
+    assert (named.name, named.state_name) == (first_run_name(GATED, parameters), "Scheduled")
 
 
 def test_ui_retry_runs_the_same_run_again_with_finished_steps_cached(pool: Pool) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import pytest
 import yaml
+from prefect.client.schemas.objects import FlowRun
 
 from promoter.outcome import named_by_us
 from promoter.prefect_api import (
@@ -17,6 +19,7 @@ from promoter.prefect_api import (
     current_name,
     deployment_part,
     first_run_name,
+    names_to_give,
 )
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -115,3 +118,25 @@ def test_a_run_name_from_typed_parameters_is_one_short_line() -> None:
 
     assert all(len(name) <= 100 and name.isprintable() for name in names), names
     assert not any(c in name for name in names for c in "\r\n\x1b\u202e")
+
+
+def test_only_the_runs_prefect_named_are_given_a_name_and_each_its_flows() -> None:
+    """The executor names the Scheduled runs Prefect made up a name for (a scheduled tick, a Custom
+    run for later) by their deployment's flow and parameters; a name of ours stays, and a run of a
+    deployment the executor does not know is left alone."""
+    keeper, promote, unknown = uuid4(), uuid4(), uuid4()
+    flows = {keeper: "keep-subscriptions", promote: "promote-app"}
+
+    def scheduled(name: str, deployment: UUID | None, **parameters: str) -> FlowRun:
+        return FlowRun(flow_id=uuid4(), name=name, deployment_id=deployment, parameters=parameters)
+
+    tick = scheduled("notorious-penguin", keeper)
+    custom = scheduled("malachite-mongrel", promote, app_id="a1")
+    ours = scheduled("promote 'Sales' (approved by ACME\\jane)", promote, app_id="a1")
+    elsewhere = scheduled("quiet-otter", unknown)
+    without_deployment = scheduled("brave-heron", None)
+
+    wanted = names_to_give([tick, custom, ours, elsewhere, without_deployment], flows)
+
+    assert wanted == {tick.id: "keep subscriptions", custom.id: "manual promotion of app a1"}
+    assert names_to_give([], flows) == {}
