@@ -87,9 +87,10 @@ async def holding(limits: Mapping[str, int]) -> AsyncIterator[None]:
 
 
 # Per event loop (one in the executor; tests start many), per limit and size: the runs of this
-# process waiting for that limit. A run the server refuses waits for its Retry-After, seconds
-# that grow with the queue, and each refusal is a write to the server's database; queued here, a
-# run asks the server only when a run of this process gave a slot back, and at once.
+# process waiting for that limit. A run the server refuses waits for its Retry-After (up to a
+# second with the stack's server, 30 s with Prefect's default), while the slot may already be
+# free, and each refusal is a write to the server's database; queued here, a run asks the server
+# only when a run of this process gave a slot back, and at once.
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )

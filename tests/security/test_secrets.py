@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import PrefectClient, get_client
@@ -32,7 +33,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
-    FlowRunFilterStartTime,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -106,14 +106,16 @@ def logged_text(caplog: pytest.LogCaptureFixture) -> str:
     )
 
 
-async def prefect_records(client: PrefectClient, since: datetime) -> dict[str, str]:
-    """What the Prefect API holds about the runs since ``since``: runs, states, task runs, logs,
-    artifacts and events, as JSON text per kind."""
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
-    )
+async def prefect_records(client: PrefectClient, run_id: UUID, since: datetime) -> dict[str, str]:
+    """What the Prefect API holds about the promotion's run: the run, states, task runs, logs and
+    artifacts, and every event since ``since``, as JSON text per kind.
+
+    The run is named by its id: the session's Prefect server is shared, and a run of another test
+    or of a scheduled deployment that started meanwhile would be waited for here in vain.
+    """
+    runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     run_ids = [run.id for run in runs]
-    assert run_ids, "the promotion left no flow run"
+    assert run_ids == [run_id], "the promotion's flow run is not in the API"
     await wait_until(lambda: finished_logged(client, run_ids), within=15)
     tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)))
     states = [s for run in runs for s in await client.read_flow_run_states(run.id)]
@@ -191,13 +193,15 @@ async def test_one_promotion_leaves_no_secret_anywhere(
     started, started_clock = datetime.now(UTC), datetime.now().timestamp()
 
     try:
-        reason = await handle_app_change(app.id, "updated")
+        state = await handle_app_change(app.id, "updated", return_state=True)
     finally:
         for logger in isolated:
             logger.removeHandler(caplog.handler)
+    reason = await state.aresult()
+    assert state.state_details.flow_run_id is not None
 
     async with get_client() as client:
-        written = await prefect_records(client, started)
+        written = await prefect_records(client, state.state_details.flow_run_id, started)
     stage.smtp.wait_for(2)  # the approval, the results (carrying the intended targets)
     written["log records at DEBUG"] = logged_text(caplog)
     written["emails (raw bytes)"] = "\n".join(m.raw.decode("utf-8", "replace") for m in stage.smtp.messages)
