@@ -33,6 +33,7 @@ and is not sent.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Sequence
@@ -498,6 +499,18 @@ def _message(
     message.set_content(text, charset="utf-8")
     message.add_alternative(document, subtype="html", charset="utf-8")
     return message
+
+
+def name_once(message: EmailMessage, request_key: str, kind: str) -> None:
+    """Give ``message`` the Message-ID of this request's ``kind`` of email, the same on every attempt.
+
+    An attempt stopped after the SMTP server accepted the email but before the ledger heard of it
+    sends it again; mail servers such as Exchange and Gmail deliver a Message-ID to a mailbox once.
+    The id is a hash: the request key never appears in it.
+    """
+    domain = str(message["Message-ID"]).rstrip(">").rpartition("@")[2]
+    digest = hashlib.sha256(f"{request_key}\0{kind}".encode()).hexdigest()[:40]
+    message.replace_header("Message-ID", f"<qs-promoter.{digest}@{domain}>")
 
 
 def _set(message: EmailMessage, field: EncodedText | AddressField) -> None:

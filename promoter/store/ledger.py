@@ -105,6 +105,11 @@ emails = sa.Table(
     sa.Column("kind", sa.String(64), primary_key=True),
     sa.Column("recipients", sa.JSON, nullable=False),
     sa.Column("claimed_at", UtcDateTime, nullable=False),
+    # The attempt (flow run and run count) that claimed the email, until the SMTP server accepted
+    # it; then NULL. A claim left by an earlier attempt is one that stopped while sending (its
+    # executor killed): the request's next attempt sends it, with the same Message-ID. Rows from
+    # before the column are NULL: sent.
+    sa.Column("sending_attempt", sa.String(80), nullable=True, info=ADDED_LATER),
 )
 # The secret part of each request's temporary upload name per site, kept before the first upload.
 uploads = sa.Table(
@@ -456,15 +461,39 @@ class Ledger(Store):
 
     # -- emails: each kind is sent once per promotion ------------------------------------------
 
-    def claim_email(self, promotion_key: str, kind: str, recipients: Sequence[str] = ()) -> bool:
-        """True for the one caller that may send this email; release_email() if sending fails."""
+    def claim_email(
+        self, promotion_key: str, kind: str, recipients: Sequence[str] = (), attempt: str | None = None
+    ) -> bool:
+        """True for the one caller that may send this email: the first, or ``attempt`` when an earlier
+        attempt claimed it and stopped before the SMTP server accepted it. Then email_sent() once
+        the server has it, or release_email() if sending fails.
+
+        One request is acted on by one flow run at a time (the ledger's claim on the request), and
+        its attempts follow each other: a claim still sending for another attempt is a stopped one.
+        """
         row = {
             "promotion_key": promotion_key,
             "kind": kind,
             "recipients": list(recipients),
             "claimed_at": now(),
+            "sending_attempt": attempt or "",
         }
-        return self._insert_once(sa.insert(emails).values(**row))
+        if self._insert_once(sa.insert(emails).values(**row)):
+            return True
+        if attempt is None:
+            return False
+        c = emails.c
+        stopped = (
+            sa.update(emails)
+            .filter_by(promotion_key=promotion_key, kind=kind)
+            .where(c.sending_attempt.is_not(None), c.sending_attempt != attempt)
+        )
+        return self._write(stopped.values(**row)) == 1
+
+    def email_sent(self, promotion_key: str, kind: str) -> None:
+        """The SMTP server accepted the email: no later attempt sends it again."""
+        sent = sa.update(emails).filter_by(promotion_key=promotion_key, kind=kind)
+        self._write(sent.values(sending_attempt=None))
 
     def release_email(self, promotion_key: str, kind: str) -> None:
         self._write(sa.delete(emails).filter_by(promotion_key=promotion_key, kind=kind))

@@ -1,5 +1,10 @@
-"""The task that sends one email, at most once per promotion and kind, whatever retries happen;
-and the intended-targets email that waits, so that a quick promotion sends one results email."""
+"""The task that sends one email once per promotion and kind, whatever retries and crashes happen;
+and the intended-targets email that waits, so that a quick promotion sends one results email.
+
+The ledger holds each email from its claim until the SMTP server accepted it: an attempt that
+stopped in between (its executor killed mid-send) leaves the email to the next attempt, which
+sends it with the same Message-ID (``mail_messages.name_once``), so a mail server that got the
+first one delivers it once."""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
 from promoter import mail_sending
 from promoter.mail_headers import recipients
+from promoter.mail_messages import name_once
 from promoter.settings import current_settings
 from promoter.store.ledger import Ledger
 from promoter.tasks.ledger import in_ledger
@@ -40,25 +47,33 @@ async def send_email(request_key: str, kind: str, message: EmailMessage, carries
         log.warning("no valid recipient address for the %s email: not sent", kind)
         return False
 
+    attempt = f"{flow_run.get_id()}:{flow_run.get_run_count()}"
+
     def claim(ledger: Ledger) -> list[str]:
         """The kinds this call now holds: none when ``kind`` went out before."""
-        if not ledger.claim_email(request_key, kind, to):
+        if not ledger.claim_email(request_key, kind, to, attempt):
             return []
-        return [kind] + [other for other in carries if ledger.claim_email(request_key, other, to)]
+        return [kind] + [other for other in carries if ledger.claim_email(request_key, other, to, attempt)]
 
     def release(ledger: Ledger) -> None:
         for each in claimed:
             ledger.release_email(request_key, each)
 
+    def sent(ledger: Ledger) -> None:
+        for each in claimed:
+            ledger.email_sent(request_key, each)
+
     claimed = await in_ledger(claim)
     if not claimed:
         log.info("the %s email was sent before: not sent again", kind)
         return False
+    name_once(message, request_key, kind)
     try:
         await asyncio.to_thread(mail_sending.send, message, settings.email)
     except Exception:
         await in_ledger(release)
         raise
+    await in_ledger(sent)
     log.info("sent the %s email to %d recipient(s)", kind, len(to))
     return True
 

@@ -490,8 +490,16 @@ def check(chaos: Chaos, approvals: list[Approval], seeded: dict[tuple[str, str],
         else:
             counts["source apps unpublished, copy owned by the rep"] += 1
 
+    # A mailbox shows one message per Message-ID: an email sent again by the attempt after one that
+    # was killed between the SMTP server's "250" and the ledger's record carries the same id.
     mails: Counter[tuple[str, str]] = Counter()
+    seen: set[str] = set()
     for received in chaos.smtp.messages:
+        message_id = str(received.message["Message-ID"])
+        if message_id in seen:
+            counts["emails submitted again with their Message-ID (a killed attempt)"] += 1
+            continue
+        seen.add(message_id)
         subject = str(received.message["Subject"] or "")
         verdict = subject.split("]", 1)[-1].split(":", 1)[0].strip()
         app_id = str(received.message["X-Qlik-App-Id"])

@@ -260,6 +260,28 @@ def test_each_email_kind_is_claimed_once_per_promotion(ledger: Ledger) -> None:
     ]
 
 
+def test_an_email_claimed_by_an_attempt_that_stopped_is_sent_by_the_next(ledger: Ledger) -> None:
+    """Attempt 1 claims the approval email and is killed before the SMTP server accepts it: the same
+    attempt cannot claim it twice, attempt 2 takes it over (once), and once sent nobody sends it."""
+    first = ledger.claim_email("approval:k", "approved", ["rep@x.test"], attempt="run:1")
+    again_by_first = ledger.claim_email("approval:k", "approved", ["rep@x.test"], attempt="run:1")
+    by_second = ledger.claim_email("approval:k", "approved", ["rep@x.test"], attempt="run:2")
+    second_again = ledger.claim_email("approval:k", "approved", ["rep@x.test"], attempt="run:2")
+    ledger.email_sent("approval:k", "approved")
+    after_sent = ledger.claim_email("approval:k", "approved", ["rep@x.test"], attempt="run:3")
+
+    assert (first, again_by_first, by_second, second_again, after_sent) == (True, False, True, False, False)
+    assert [e.kind for e in ledger.emails("approval:k")] == ["approved"]
+
+
+def test_concurrent_takeovers_of_a_stopped_claim_have_one_winner(ledger: Ledger) -> None:
+    """Eight callers of one new attempt race to take over the email a stopped attempt claimed: one sends."""
+    ledger.claim_email("approval:race", "results", attempt="run:1")
+    results = race(8, lambda _i: ledger.claim_email("approval:race", "results", attempt="run:2"))
+
+    assert results.count(True) == 1
+
+
 def test_concurrent_email_claims_have_exactly_one_winner(ledger: Ledger) -> None:
     """Eight threads racing to send one email: one sends."""
     results = race(8, lambda _i: ledger.claim_email("approval:mail", "denied"))
