@@ -12,7 +12,7 @@ part of its CPU after the promotion's own work.
 the same checks. The context built when ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY`` is set is
 changed after it is built, so it is never shared. If a Prefect upgrade no longer builds its
 contexts this way, nothing breaks (each client builds its own again) and
-tests/unit/test_prefect_clients.py says so.
+tests/unit/test_tls_contexts.py says so.
 """
 
 from __future__ import annotations
